@@ -1,0 +1,271 @@
+"""The MOT estimator: two-level optimal transport between the layers of two networks.
+
+Paper Sec. 2.2 (MOT) and 2.3 (MOT+R); conventions of SPEC §1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator
+from sklearn.utils import check_random_state
+
+from ._validation import Layers, check_layers, check_like_fit, check_paired
+from .couplings import COUPLINGS, check_coupling_name, layer_couplings
+from .metrics import columnwise_pearson
+from .preprocessing import LayerStats
+from .rotation import rotation_alignment
+from .solvers import correlation_ot, exact_ot
+
+SOLVERS = ("exact",)
+
+#: MOT+R keeps every layer pair's rotation during a fit when they fit in this many bytes;
+#: otherwise it keeps none and recomputes those that the couplings use afterwards.
+ROTATION_CACHE_BYTES = 2 * 1024**3
+
+
+@dataclass
+class InnerAlignment:
+    """Inner level of MOT for every layer pair: costs ``C`` (L x M), neuron plans ``Q_lm``
+    (sparse, total mass 1), and for MOT+R the rotations and objective histories."""
+
+    cost: np.ndarray
+    plans: list | None
+    rotations: dict
+    histories: dict
+
+
+def fit_stats(layers: Layers) -> list[LayerStats]:
+    return [LayerStats.fit(a) for a in layers.arrays]
+
+
+def align_layer_pairs(
+    x: Layers,
+    y: Layers,
+    x_stats: list[LayerStats],
+    y_stats: list[LayerStats],
+    *,
+    rotation: bool = False,
+    max_iter: int = 30,
+    tol: float = 1e-7,
+    keep_plans: bool = True,
+    keep_rotations: bool = True,
+) -> InnerAlignment:
+    """Run the inner OT (Eq. of Sec. 2.2.1, or the MOT+R objective of Sec. 2.3) on every
+    layer pair.  Layers are z-scored one pair at a time, so memory grows with one pair's
+    cost matrix, not with L x M of them."""
+    n_x, n_y = x.n_layers, y.n_layers
+    cost = np.empty((n_x, n_y))
+    plans = [[None] * n_y for _ in range(n_x)] if keep_plans else None
+    rotations, histories = {}, {}
+    for l in range(n_x):
+        xz = x_stats[l].transform(x.arrays[l])
+        gram_x = xz.T @ xz if rotation else None
+        for m in range(n_y):
+            yz = y_stats[m].transform(y.arrays[m])
+            if rotation:
+                result = rotation_alignment(xz, yz, gram_x=gram_x, max_iter=max_iter, tol=tol)
+                plan, cost[l, m] = result.plan, result.cost
+                histories[l, m] = result.history
+                if keep_rotations:
+                    rotations[l, m] = result.rotation
+            else:
+                plan, cost[l, m] = correlation_ot(xz, yz)
+            if keep_plans:
+                plans[l][m] = plan
+    return InnerAlignment(cost=cost, plans=plans, rotations=rotations, histories=histories)
+
+
+def two_level_objective(cost: np.ndarray) -> tuple[np.ndarray, float]:
+    """Outer OT (Sec. 2.2.2): the exact L x M plan P with marginals 1/L, 1/M and <C, P>."""
+    plan, value = exact_ot(cost)
+    return plan.toarray(), value
+
+
+class MOT(BaseEstimator):
+    """Multi-Level Optimal Transport between the layers of a source network X and a target
+    network Y (paper Sec. 2.2; MOT+R with ``rotation=True``, Sec. 2.3).
+
+    Parameters
+    ----------
+    rotation : bool
+        Fit MOT+R: a rotation ``R_lm`` per layer pair, alternated with the neuron plan.
+    solver : {"exact"}
+        Inner and outer OT solver; "exact" is the network simplex / assignment solver.
+    random_state : int, numpy Generator/RandomState or None
+        Seeds the row permutation of the Perm-P ("random") coupling.
+    max_iter, tol : int, float
+        MOT+R stopping rule: at most ``max_iter`` alternations; stop when the relative
+        decrease of the reconstruction cost falls below ``tol``.
+
+    Fitted attributes
+    -----------------
+    cost_ : (L, M) inner costs C (correlation-OT cost, or the MOT+R reconstruction cost).
+    coupling_ : (L, M) outer plan P; rows sum to 1/L, columns to 1/M.
+    objective_ : float, the two-level objective <C, P>.
+    layer_couplings_ : dict name -> (L, M), the four couplings of Sec. 2.4.
+    permutation_ : (L,) row permutation used by Perm-P.
+    neuron_couplings_ : L x M nested list of sparse plans Q_lm (n_l x n_m, total mass 1).
+    n_constant_units_ : {"X": (L,), "Y": (M,)} units constant on the fit stimuli.
+    n_iter_ : (L, M) MOT+R alternations per pair (rotation=True only).
+    objective_history_ : dict (l, m) -> list of MOT+R costs, non-increasing.
+
+    Data are given as a sequence of (T x n_l) arrays, or a mapping layer name -> array.
+    Reconstructions are in the z-scored units of X (fit statistics); scores are held-out
+    Pearson correlations averaged over units, then layers (Sec. 2.2.3).
+    """
+
+    def __init__(self, rotation=False, solver="exact", random_state=None, max_iter=30, tol=1e-7):
+        self.rotation = rotation
+        self.solver = solver
+        self.random_state = random_state
+        self.max_iter = max_iter
+        self.tol = tol
+
+    # ------------------------------------------------------------------ fitting
+    def _check_params(self):
+        if self.solver not in SOLVERS:
+            raise ValueError(f"MOT: solver must be one of {SOLVERS}, got {self.solver!r}")
+        if not isinstance(self.max_iter, (int, np.integer)) or self.max_iter < 0:
+            raise ValueError(f"MOT: max_iter must be a non-negative integer, got {self.max_iter!r}")
+        if not np.isfinite(self.tol) or self.tol < 0:
+            raise ValueError(f"MOT: tol must be a non-negative number, got {self.tol!r}")
+
+    def fit(self, X, Y):
+        """Fit neuron plans Q_lm, inner costs C and the layer coupling P on (X, Y)."""
+        self._check_params()
+        x = check_layers(X, "source network X")
+        y = check_layers(Y, "target network Y")
+        check_paired(x, y)
+        self.x_stats_, self.y_stats_ = fit_stats(x), fit_stats(y)
+        self.source_layer_names_, self.target_layer_names_ = x.names, y.names
+        self.source_widths_, self.target_widths_ = x.widths, y.widths
+        self.n_stimuli_fit_ = x.n_stimuli
+        self.n_constant_units_ = {
+            "X": np.array([s.n_constant for s in self.x_stats_]),
+            "Y": np.array([s.n_constant for s in self.y_stats_]),
+        }
+        rotation_bytes = 8 * sum(n * n for n in x.widths) * y.n_layers
+        keep_rotations = bool(self.rotation) and rotation_bytes <= ROTATION_CACHE_BYTES
+        inner = align_layer_pairs(
+            x, y, self.x_stats_, self.y_stats_, rotation=bool(self.rotation),
+            max_iter=self.max_iter, tol=self.tol, keep_rotations=keep_rotations,
+        )
+        self.cost_ = inner.cost
+        self.neuron_couplings_ = inner.plans
+        self.coupling_, self.objective_ = two_level_objective(self.cost_)
+        rng = check_random_state(self.random_state)
+        self.permutation_ = rng.permutation(x.n_layers)
+        self.layer_couplings_ = layer_couplings(self.coupling_, self.cost_, self.permutation_)
+        if self.rotation:
+            self.objective_history_ = inner.histories
+            self.n_iter_ = np.array(
+                [[len(inner.histories[l, m]) - 1 for m in range(y.n_layers)]
+                 for l in range(x.n_layers)]
+            )
+            used = {
+                (l, m)
+                for c in self.layer_couplings_.values()
+                for l, m in zip(*np.nonzero(c))
+            }
+            if keep_rotations:
+                self.rotations_ = {k: inner.rotations[k] for k in sorted(used)}
+            else:
+                self.rotations_ = self._recompute_rotations(x, y, sorted(used))
+        return self
+
+    def _recompute_rotations(self, x, y, pairs):
+        rotations = {}
+        for l, m in pairs:
+            xz = self.x_stats_[l].transform(x.arrays[l])
+            yz = self.y_stats_[m].transform(y.arrays[m])
+            rotations[l, m] = rotation_alignment(
+                xz, yz, max_iter=self.max_iter, tol=self.tol
+            ).rotation
+        return rotations
+
+    # ------------------------------------------------------------------ accessors
+    def _check_fitted(self):
+        if not hasattr(self, "coupling_"):
+            raise ValueError("This MOT instance is not fitted yet; call fit(X, Y) first")
+
+    def _layer_index(self, key, names, side):
+        if isinstance(key, str):
+            if key not in names:
+                raise KeyError(f"no {side} layer named {key!r}; layers are {list(names)}")
+            return names.index(key)
+        index = int(key)
+        if not 0 <= index < len(names):
+            raise IndexError(f"{side} layer index {key} out of range 0..{len(names) - 1}")
+        return index
+
+    def neuron_coupling(self, l, m) -> np.ndarray:
+        """Q_lm as a dense n_l x n_m array (layer index or name)."""
+        self._check_fitted()
+        l = self._layer_index(l, self.source_layer_names_, "source")
+        m = self._layer_index(m, self.target_layer_names_, "target")
+        return self.neuron_couplings_[l][m].toarray()
+
+    def rotation_matrix(self, l, m) -> np.ndarray:
+        """R_lm (n_l x n_l) of MOT+R, for the layer pairs used by any of the four couplings."""
+        self._check_fitted()
+        if not self.rotation:
+            raise ValueError("rotation_matrix: this MOT was fitted with rotation=False")
+        l = self._layer_index(l, self.source_layer_names_, "source")
+        m = self._layer_index(m, self.target_layer_names_, "target")
+        if (l, m) not in self.rotations_:
+            raise KeyError(
+                f"rotation for layer pair ({l}, {m}) was not kept: no coupling uses it"
+            )
+        return self.rotations_[l, m]
+
+    # ------------------------------------------------------------------ prediction
+    def predict(self, Y_new, coupling="mot") -> list:
+        """Reconstruct every source layer from target activations (SPEC §1.4 / §1.7):
+        ``Xhat_l = L * sum_m P[l, m] * Yz_m (n_l Q_lm)^T [R_lm^T]``, in z-scored X units."""
+        self._check_fitted()
+        weights = self.layer_couplings_[check_coupling_name(coupling)]
+        y = check_layers(Y_new, "target network Y_new")
+        check_like_fit(y, self.target_widths_, "target network Y")
+        yz = [stats.transform(a) for stats, a in zip(self.y_stats_, y.arrays)]
+        n_source = len(self.source_widths_)
+        predictions = []
+        for l, width in enumerate(self.source_widths_):
+            xhat_t = np.zeros((width, y.n_stimuli))  # built transposed: (n_l x T)
+            for m in np.flatnonzero(weights[l]):
+                plan = self.neuron_couplings_[l][m]
+                part = (plan * float(width)) @ yz[m].T  # (n_l Q_lm) Yz_m^T
+                if self.rotation:
+                    part = self.rotations_[l, m] @ part  # (Yz W^T R^T)^T = R W Yz^T
+                xhat_t += weights[l, m] * part
+            predictions.append(np.ascontiguousarray(n_source * xhat_t.T))
+        return predictions
+
+    def layer_scores(self, X_new, Y_new, coupling="mot", return_counts=False):
+        """Held-out score of every source layer: mean over units of Pearson r between
+        X_new and its reconstruction (Sec. 2.2.3).  With ``return_counts`` also the number
+        of units per layer whose correlation was undefined (scored 0)."""
+        self._check_fitted()
+        x = check_layers(X_new, "source network X_new")
+        check_like_fit(x, self.source_widths_, "source network X")
+        predictions = self.predict(Y_new, coupling=coupling)
+        if predictions[0].shape[0] != x.n_stimuli:
+            raise ValueError(
+                f"X_new and Y_new must share their stimuli: T = {x.n_stimuli} vs "
+                f"{predictions[0].shape[0]}"
+            )
+        scores, counts = np.empty(x.n_layers), np.empty(x.n_layers, dtype=int)
+        for l, (truth, prediction) in enumerate(zip(x.arrays, predictions)):
+            r, counts[l] = columnwise_pearson(truth, prediction)
+            scores[l] = r.mean()
+        return (scores, counts) if return_counts else scores
+
+    def score(self, X_new, Y_new, coupling="mot") -> float:
+        """Global MOT score: mean over source layers of the layer scores."""
+        return float(self.layer_scores(X_new, Y_new, coupling=coupling).mean())
+
+    def scores(self, X_new, Y_new, couplings=COUPLINGS) -> dict:
+        """Scores of several couplings of one fit: {name: score}."""
+        return {name: self.score(X_new, Y_new, coupling=name) for name in couplings}

@@ -1,0 +1,76 @@
+"""Three-level MOT over training checkpoints (paper Sec. 3.4)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from sklearn.base import BaseEstimator
+
+from ._validation import check_layers, check_paired
+from .couplings import one_hot_rows
+from .estimators import align_layer_pairs, fit_stats, two_level_objective
+from .solvers import exact_ot
+
+
+def _checkpoint_list(checkpoints, side):
+    if isinstance(checkpoints, Mapping):
+        return [str(k) for k in checkpoints], list(checkpoints.values())
+    if not isinstance(checkpoints, Sequence) or isinstance(checkpoints, (str, bytes)):
+        raise ValueError(
+            f"{side} checkpoints: expected a sequence (or mapping name -> layers) of "
+            f"checkpoints, got {type(checkpoints).__name__}"
+        )
+    if len(checkpoints) == 0:
+        raise ValueError(f"{side} checkpoints: no checkpoints given")
+    return [f"checkpoint_{i}" for i in range(len(checkpoints))], list(checkpoints)
+
+
+class ThreeLevelMOT(BaseEstimator):
+    """Align two training trajectories: checkpoints -> layers -> neurons (Sec. 3.4).
+
+    For every checkpoint pair (c, d) the two-level MOT objective ``<C, P>`` (inner neuron
+    OT, then outer layer OT) is the checkpoint cost ``C^chkpt[c, d]``; a third exact OT
+    with uniform marginals over checkpoints gives the coupling R.  The pairwise-best map
+    matches each source checkpoint to its lowest-cost target checkpoint.
+
+    Fitted attributes
+    -----------------
+    checkpoint_cost_ : (C_A, C_B) two-level objectives.
+    checkpoint_coupling_ : (C_A, C_B) plan R, rows sum to 1/C_A, columns to 1/C_B.
+    pairwise_best_ : (C_A,) index of each source checkpoint's lowest-cost partner.
+    pairwise_best_map_ : (C_A, C_B) that map as a coupling with mass 1/C_A per row.
+    source_checkpoint_names_, target_checkpoint_names_ : tuples of names.
+    """
+
+    def __init__(self, rotation=False, max_iter=30, tol=1e-7):
+        self.rotation = rotation
+        self.max_iter = max_iter
+        self.tol = tol
+
+    def fit(self, checkpoints_X, checkpoints_Y):
+        """``checkpoints_X``: sequence (or mapping) of C_A networks, each a sequence of
+        layers (T x n_l) on the same T stimuli; likewise ``checkpoints_Y``."""
+        names_x, nets_x = _checkpoint_list(checkpoints_X, "source")
+        names_y, nets_y = _checkpoint_list(checkpoints_Y, "target")
+        xs = [check_layers(n, f"source checkpoint {c} ({names_x[c]!r})") for c, n in enumerate(nets_x)]
+        ys = [check_layers(n, f"target checkpoint {d} ({names_y[d]!r})") for d, n in enumerate(nets_y)]
+        for net in xs[1:] + ys:
+            check_paired(xs[0], net)
+        x_stats = [fit_stats(net) for net in xs]
+        y_stats = [fit_stats(net) for net in ys]
+        cost = np.empty((len(xs), len(ys)))
+        for c, (x, xst) in enumerate(zip(xs, x_stats)):
+            for d, (y, yst) in enumerate(zip(ys, y_stats)):
+                inner = align_layer_pairs(
+                    x, y, xst, yst, rotation=bool(self.rotation), max_iter=self.max_iter,
+                    tol=self.tol, keep_plans=False, keep_rotations=False,
+                )
+                cost[c, d] = two_level_objective(inner.cost)[1]
+        self.source_checkpoint_names_ = tuple(names_x)
+        self.target_checkpoint_names_ = tuple(names_y)
+        self.checkpoint_cost_ = cost
+        self.checkpoint_coupling_ = exact_ot(cost)[0].toarray()
+        self.pairwise_best_ = cost.argmin(axis=1)
+        self.pairwise_best_map_ = one_hot_rows(self.pairwise_best_, len(ys))
+        return self

@@ -1,0 +1,24 @@
+"""Shared synthetic networks with planted answers."""
+
+import numpy as np
+import pytest
+
+
+def random_network(rng, n_layers, width, n_stimuli):
+    """Independent Gaussian layers: distinct tuning, so correspondences are unambiguous."""
+    widths = [width] * n_layers if np.isscalar(width) else list(width)
+    return [rng.standard_normal((n_stimuli, w)) for w in widths]
+
+
+def noisy_unit_shuffle(rng, layer, noise):
+    """A copy of ``layer`` with its units permuted and independent noise added."""
+    return layer[:, rng.permutation(layer.shape[1])] + noise * rng.standard_normal(layer.shape)
+
+
+def split(layers, n_fit):
+    return [a[:n_fit] for a in layers], [a[n_fit:] for a in layers]
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
