@@ -74,6 +74,8 @@ def check_layers(layers, label: str, *, min_stimuli: int = 2) -> Layers:
             )
         if a.shape[0] == 0 or a.shape[1] == 0:
             raise ValueError(f"{where}: empty layer, shape {a.shape}")
+        if a.dtype == bool:
+            a = a.astype(np.float64)
         if not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
             raise ValueError(f"{where}: expected real numbers, got dtype {a.dtype}")
         if a.dtype not in (np.float32, np.float64):
@@ -86,7 +88,7 @@ def check_layers(layers, label: str, *, min_stimuli: int = 2) -> Layers:
         elif a.shape[0] != n_stimuli:
             raise ValueError(
                 f"{label}: layers disagree on the number of stimuli: layer 0 "
-                f"({names[0]!r}) has shape {checked[0].shape}, {where.split(', ', 1)[1]} "
+                f"({names[0]!r}) has shape {checked[0].shape}, layer {i} ({names[i]!r}) "
                 f"has shape {a.shape}"
             )
         checked.append(a)
