@@ -185,3 +185,34 @@ def test_layer_names_from_mappings(rng):
     assert mot.source_layer_names_ == ("early", "late")
     assert mot.target_layer_names_ == ("V1", "V2", "V4")
     np.testing.assert_array_equal(mot.neuron_coupling("late", "V2"), mot.neuron_coupling(1, 1))
+
+
+@pytest.mark.parametrize("rotation", [False, True])
+def test_fit_from_inner_equals_fit(rng, rotation):
+    """Sharded inner results (as the workflow computes them) give the same fit."""
+    from motalign.estimators import align_pair
+    from motalign.preprocessing import standardize
+
+    X = random_network(rng, 3, [6, 9, 7], 90)
+    Y = random_network(rng, 2, [8, 6], 90)
+    fit_x, held_x = split(X, 70)
+    fit_y, held_y = split(Y, 70)
+    direct = MOT(rotation=rotation, random_state=3).fit(fit_x, fit_y)
+    cost, plans, histories = np.empty((3, 2)), [[None] * 2 for _ in range(3)], {}
+    for l in range(3):
+        for m in range(2):
+            plan, cost[l, m], history, _ = align_pair(
+                standardize(fit_x[l])[0], standardize(fit_y[m])[0], rotation=rotation
+            )
+            plans[l][m], histories[l, m] = plan, history
+    rebuilt = MOT(rotation=rotation, random_state=3).fit_from_inner(
+        fit_x, fit_y, cost, plans, histories if rotation else None
+    )
+    np.testing.assert_allclose(rebuilt.cost_, direct.cost_, atol=1e-12)
+    np.testing.assert_allclose(rebuilt.coupling_, direct.coupling_, atol=1e-12)
+    for name in COUPLINGS:
+        assert rebuilt.score(held_x, held_y, name) == pytest.approx(direct.score(held_x, held_y, name), abs=1e-10)
+    with pytest.raises(ValueError, match=r"plan \(0, 1\) has shape"):
+        bad = [row[:] for row in plans]
+        bad[0][1] = np.ones((2, 2))
+        MOT().fit_from_inner(fit_x, fit_y, cost, bad)

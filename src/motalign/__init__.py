@@ -2,16 +2,36 @@
 
 Reference implementation of Shah & Khosla, "Representational Alignment Across Model
 Layers and Brain Regions with Multi-Level Optimal Transport" (arXiv:2510.01706).
+
+The public names below are imported on first use, so that ``import motalign.store`` (as
+the workflow's light jobs do) does not pay for POT and scikit-learn.
 """
 
-from .baselines import GlobalLinearPredictivity, GlobalOT, PairwiseLinearPredictivity, PairwiseRSA
-from .couplings import COUPLINGS
-from .estimators import MOT
-from .metrics import columnwise_pearson, hierarchy_score
-from .three_level import ThreeLevelMOT
+from importlib import import_module
 
-__all__ = [
-    "MOT", "ThreeLevelMOT", "COUPLINGS", "hierarchy_score", "columnwise_pearson",
-    "GlobalOT", "GlobalLinearPredictivity", "PairwiseLinearPredictivity", "PairwiseRSA",
-]
+_EXPORTS = {
+    "MOT": "estimators",
+    "ThreeLevelMOT": "three_level",
+    "COUPLINGS": "couplings",
+    "hierarchy_score": "metrics",
+    "columnwise_pearson": "metrics",
+    "GlobalOT": "baselines",
+    "GlobalLinearPredictivity": "baselines",
+    "PairwiseLinearPredictivity": "baselines",
+    "PairwiseRSA": "baselines",
+}
+
+__all__ = list(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'motalign' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

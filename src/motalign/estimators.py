@@ -41,6 +41,17 @@ def fit_stats(layers: Layers) -> list[LayerStats]:
     return [LayerStats.fit(a) for a in layers.arrays]
 
 
+def align_pair(xz, yz, *, rotation=False, gram_x=None, max_iter=30, tol=1e-7):
+    """Inner alignment of one layer pair of z-scored layers: correlation OT (Sec. 2.2.1)
+    or MOT+R (Sec. 2.3).  Returns ``(plan, cost, history, rotation_matrix)``; the last two
+    are None without rotation."""
+    if rotation:
+        result = rotation_alignment(xz, yz, gram_x=gram_x, max_iter=max_iter, tol=tol)
+        return result.plan, result.cost, result.history, result.rotation
+    plan, cost = correlation_ot(xz, yz)
+    return plan, cost, None, None
+
+
 def align_layer_pairs(
     x: Layers,
     y: Layers,
@@ -65,14 +76,13 @@ def align_layer_pairs(
         gram_x = xz.T @ xz if rotation else None
         for m in range(n_y):
             yz = y_stats[m].transform(y.arrays[m])
+            plan, cost[l, m], history, rotation_matrix = align_pair(
+                xz, yz, rotation=rotation, gram_x=gram_x, max_iter=max_iter, tol=tol
+            )
             if rotation:
-                result = rotation_alignment(xz, yz, gram_x=gram_x, max_iter=max_iter, tol=tol)
-                plan, cost[l, m] = result.plan, result.cost
-                histories[l, m] = result.history
+                histories[l, m] = history
                 if keep_rotations:
-                    rotations[l, m] = result.rotation
-            else:
-                plan, cost[l, m] = correlation_ot(xz, yz)
+                    rotations[l, m] = rotation_matrix
             if keep_plans:
                 plans[l][m] = plan
     return InnerAlignment(cost=cost, plans=plans, rotations=rotations, histories=histories)
@@ -133,8 +143,7 @@ class MOT(BaseEstimator):
         if not np.isfinite(self.tol) or self.tol < 0:
             raise ValueError(f"MOT: tol must be a non-negative number, got {self.tol!r}")
 
-    def fit(self, X, Y):
-        """Fit neuron plans Q_lm, inner costs C and the layer coupling P on (X, Y)."""
+    def _prepare(self, X, Y):
         self._check_params()
         x = check_layers(X, "source network X")
         y = check_layers(Y, "target network Y")
@@ -147,12 +156,48 @@ class MOT(BaseEstimator):
             "X": np.array([s.n_constant for s in self.x_stats_]),
             "Y": np.array([s.n_constant for s in self.y_stats_]),
         }
+        return x, y
+
+    def fit(self, X, Y):
+        """Fit neuron plans Q_lm, inner costs C and the layer coupling P on (X, Y)."""
+        x, y = self._prepare(X, Y)
         rotation_bytes = 8 * sum(n * n for n in x.widths) * y.n_layers
         keep_rotations = bool(self.rotation) and rotation_bytes <= ROTATION_CACHE_BYTES
         inner = align_layer_pairs(
             x, y, self.x_stats_, self.y_stats_, rotation=bool(self.rotation),
             max_iter=self.max_iter, tol=self.tol, keep_rotations=keep_rotations,
         )
+        return self._fit_outer(x, y, inner)
+
+    def fit_from_inner(self, X, Y, cost, plans, histories=None):
+        """Finish a fit whose inner level was computed elsewhere (e.g. by the workflow's
+        sharded inner-OT jobs, see :func:`align_pair`): ``cost`` (L x M), ``plans`` (L x M
+        nested sequence of n_l x n_m plans, total mass 1) and, for MOT+R, ``histories``
+        ({(l, m): costs}).  X and Y are the fit data; MOT+R rotations of the pairs that the
+        couplings use are recomputed from them (the alternation is deterministic)."""
+        x, y = self._prepare(X, Y)
+        cost = np.asarray(cost, dtype=np.float64)
+        if cost.shape != (x.n_layers, y.n_layers) or not np.all(np.isfinite(cost)):
+            raise ValueError(
+                f"fit_from_inner: cost must be a finite {x.n_layers} x {y.n_layers} array, "
+                f"got shape {cost.shape}"
+            )
+        checked = [[None] * y.n_layers for _ in range(x.n_layers)]
+        for l in range(x.n_layers):
+            for m in range(y.n_layers):
+                plan = sp.csr_matrix(plans[l][m])
+                if plan.shape != (x.widths[l], y.widths[m]):
+                    raise ValueError(
+                        f"fit_from_inner: plan ({l}, {m}) has shape {plan.shape}, expected "
+                        f"{(x.widths[l], y.widths[m])} from {x.describe(l)} and {y.describe(m)}"
+                    )
+                checked[l][m] = plan
+        if self.rotation and histories is None:
+            raise ValueError("fit_from_inner: rotation=True needs the MOT+R histories")
+        inner = InnerAlignment(cost=cost, plans=checked, rotations={}, histories=histories or {})
+        return self._fit_outer(x, y, inner)
+
+    def _fit_outer(self, x, y, inner):
         self.cost_ = inner.cost
         self.neuron_couplings_ = inner.plans
         self.coupling_, self.objective_ = two_level_objective(self.cost_)
@@ -165,15 +210,15 @@ class MOT(BaseEstimator):
                 [[len(inner.histories[l, m]) - 1 for m in range(y.n_layers)]
                  for l in range(x.n_layers)]
             )
-            used = {
-                (l, m)
+            used = sorted({
+                (int(l), int(m))
                 for c in self.layer_couplings_.values()
                 for l, m in zip(*np.nonzero(c))
-            }
-            if keep_rotations:
-                self.rotations_ = {k: inner.rotations[k] for k in sorted(used)}
+            })
+            if all(k in inner.rotations for k in used):
+                self.rotations_ = {k: inner.rotations[k] for k in used}
             else:
-                self.rotations_ = self._recompute_rotations(x, y, sorted(used))
+                self.rotations_ = self._recompute_rotations(x, y, used)
         return self
 
     def _recompute_rotations(self, x, y, pairs):
@@ -181,9 +226,9 @@ class MOT(BaseEstimator):
         for l, m in pairs:
             xz = self.x_stats_[l].transform(x.arrays[l])
             yz = self.y_stats_[m].transform(y.arrays[m])
-            rotations[l, m] = rotation_alignment(
-                xz, yz, max_iter=self.max_iter, tol=self.tol
-            ).rotation
+            rotations[l, m] = align_pair(
+                xz, yz, rotation=True, max_iter=self.max_iter, tol=self.tol
+            )[3]
         return rotations
 
     # ------------------------------------------------------------------ accessors

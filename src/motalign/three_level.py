@@ -57,20 +57,36 @@ class ThreeLevelMOT(BaseEstimator):
         ys = [check_layers(n, f"target checkpoint {d} ({names_y[d]!r})") for d, n in enumerate(nets_y)]
         for net in xs[1:] + ys:
             check_paired(xs[0], net)
-        x_stats = [fit_stats(net) for net in xs]
-        y_stats = [fit_stats(net) for net in ys]
-        cost = np.empty((len(xs), len(ys)))
-        for c, (x, xst) in enumerate(zip(xs, x_stats)):
-            for d, (y, yst) in enumerate(zip(ys, y_stats)):
-                inner = align_layer_pairs(
-                    x, y, xst, yst, rotation=bool(self.rotation), max_iter=self.max_iter,
-                    tol=self.tol, keep_plans=False, keep_rotations=False,
-                )
-                cost[c, d] = two_level_objective(inner.cost)[1]
-        self.source_checkpoint_names_ = tuple(names_x)
-        self.target_checkpoint_names_ = tuple(names_y)
+        cost = checkpoint_costs(xs, ys, rotation=bool(self.rotation), max_iter=self.max_iter, tol=self.tol)
+        return self.fit_from_costs(cost, names_x, names_y)
+
+    def fit_from_costs(self, checkpoint_cost, source_names=None, target_names=None):
+        """Finish a fit from a precomputed (C_A x C_B) checkpoint cost matrix (e.g. from the
+        workflow's blocks of :func:`checkpoint_costs`)."""
+        cost = np.asarray(checkpoint_cost, dtype=np.float64)
+        if cost.ndim != 2 or 0 in cost.shape or not np.all(np.isfinite(cost)):
+            raise ValueError(f"checkpoint cost must be a finite 2-D array, got shape {cost.shape}")
+        n_a, n_b = cost.shape
+        self.source_checkpoint_names_ = tuple(source_names or (f"checkpoint_{i}" for i in range(n_a)))
+        self.target_checkpoint_names_ = tuple(target_names or (f"checkpoint_{i}" for i in range(n_b)))
         self.checkpoint_cost_ = cost
         self.checkpoint_coupling_ = exact_ot(cost)[0].toarray()
         self.pairwise_best_ = cost.argmin(axis=1)
-        self.pairwise_best_map_ = one_hot_rows(self.pairwise_best_, len(ys))
+        self.pairwise_best_map_ = one_hot_rows(self.pairwise_best_, n_b)
         return self
+
+
+def checkpoint_costs(xs, ys, *, rotation=False, max_iter=30, tol=1e-7) -> np.ndarray:
+    """Two-level MOT objective <C, P> for every pair of validated checkpoint networks
+    (``Layers``): the checkpoint cost matrix of Sec. 3.4."""
+    x_stats = [fit_stats(net) for net in xs]
+    y_stats = [fit_stats(net) for net in ys]
+    cost = np.empty((len(xs), len(ys)))
+    for c, (x, xst) in enumerate(zip(xs, x_stats)):
+        for d, (y, yst) in enumerate(zip(ys, y_stats)):
+            inner = align_layer_pairs(
+                x, y, xst, yst, rotation=rotation, max_iter=max_iter, tol=tol,
+                keep_plans=False, keep_rotations=False,
+            )
+            cost[c, d] = two_level_objective(inner.cost)[1]
+    return cost

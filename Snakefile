@@ -1,0 +1,42 @@
+# Multi-Level Optimal Transport: the workflow that reproduces every experiment of the paper.
+#   snakemake --cores all                                  embedded default (offline, minutes)
+#   snakemake --cores all --configfile config/paper.yaml   the paper
+# See README.md for the stages, the configs and the named targets.
+
+import os
+
+from snakemake.utils import min_version, validate
+
+min_version("8.0")
+
+# POT would otherwise import every array backend it finds (torch costs seconds per job).
+for _backend in ("PYTORCH", "JAX", "CUPY", "TENSORFLOW"):
+    os.environ.setdefault(f"POT_BACKEND_DISABLE_{_backend}", "1")
+
+
+# The embedded default, unless --configfile names another config (which then replaces it
+# instead of being merged into it).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
+
+
+validate(config, "config/schema/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/extract.smk"
+include: "workflow/rules/splits.smk"
+include: "workflow/rules/alignment.smk"
+include: "workflow/rules/baselines.smk"
+include: "workflow/rules/subsampling.smk"
+include: "workflow/rules/three_level.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

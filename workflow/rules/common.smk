@@ -1,0 +1,224 @@
+# Paths, config look-ups and target lists shared by every rule file.
+
+import itertools
+
+from motalign.config import METHODS, check_config, n_layers, n_shards, network_kind
+
+check_config(config)
+
+# Relative data paths that do not exist in the working directory are taken relative to the
+# repository, so that `snakemake -d elsewhere` finds the shipped sentence file.
+for _dataset in config["datasets"].values():
+    if "path" in _dataset and not os.path.isabs(_dataset["path"]) and not os.path.exists(_dataset["path"]):
+        _dataset["path"] = os.path.join(workflow.basedir, _dataset["path"])
+
+RESULTS = config["results"]
+MOT_PARAMS = {"max_iter": 30, "tol": 1e-7, **config.get("mot", {})}
+EXTRACTION = {"batch_size": 32, "device": "auto", "gpus": 0, **config.get("extraction", {})}
+
+
+wildcard_constraints:
+    dataset="[A-Za-z0-9_.-]+",
+    model="[A-Za-z0-9_.-]+",
+    brain="[A-Za-z0-9_.-]+",
+    experiment="[A-Za-z0-9_.-]+",
+    method="mot|mot_r",
+    source="[A-Za-z0-9_.-]+",
+    target="[A-Za-z0-9_.-]+",
+    revision="[A-Za-z0-9_.-]+",
+    kind="global|linear_predictivity|rsa",
+    seed="[0-9]+",
+    shard="[0-9]+",
+    block="[0-9]+",
+    fraction="[0-9.]+",
+
+
+def R(*parts):
+    """A path below the results folder."""
+    return os.path.join(RESULTS, *parts)
+
+
+def stimuli_path(dataset):
+    return R("stimuli", f"{dataset}.npz")
+
+
+def split_path(dataset, seed):
+    return R("splits", dataset, f"seed{seed}.npz")
+
+
+def network_path(dataset, name, revision=None):
+    """Activation file of a model (optionally at a revision) or response file of a brain."""
+    if network_kind(config, name) == "brain":
+        return R("brains", dataset, f"{name}.npz")
+    if revision:
+        return R("activations", dataset, name, f"{revision}.npz")
+    return R("activations", dataset, f"{name}.npz")
+
+
+def nsd_root():
+    source = config["nsd"]["source"]
+    if source == "simulated":
+        return R("data", "nsd_sim")
+    if source == "s3":
+        return R("data", "nsd")
+    return config["nsd"]["root"]
+
+
+def model_dir(model):
+    return R("models", model)
+
+
+def pair_key(source, target):
+    return f"{source}~{target}"
+
+
+def experiment_jobs(experiment):
+    """(method, source, target, seed) of every outer-OT job of an experiment."""
+    spec = config["experiments"][experiment]
+    return [
+        (method, source, target, seed)
+        for method in spec["methods"]
+        for source, target in spec["pairs"]
+        for seed in config["seeds"]
+    ]
+
+
+def outer_json(experiment, method, source, target, seed):
+    return R("mot", experiment, method, pair_key(source, target), f"seed{seed}.json")
+
+
+def shard_paths(experiment, method, source, target, seed):
+    return [
+        R("inner", experiment, method, pair_key(source, target), f"seed{seed}", f"shard{k}.npz")
+        for k in range(n_shards(config, source, target))
+    ]
+
+
+def experiment_scores(experiment):
+    return R("scores", f"{experiment}.csv")
+
+
+def baseline_jsons(kind=None):
+    return [
+        R("baselines", k, experiment, f"seed{seed}.json")
+        for k, experiments in config.get("baselines", {}).items()
+        if kind in (None, k)
+        for experiment in experiments
+        for seed in config["seeds"]
+    ]
+
+
+def subsampling_jsons():
+    sub = config.get("subsampling")
+    if not sub:
+        return []
+    return [
+        R("subsampling", method, f"frac{fraction}", f"seed{seed}.json")
+        for method in sub["methods"]
+        for fraction in sub["fractions"]
+        for seed in config["seeds"]
+    ]
+
+
+def three_level_json():
+    three = config.get("three_level")
+    if not three:
+        return []
+    return [R("three_level", f"{pair_key(three['source'], three['target'])}.json")]
+
+
+def all_targets():
+    targets = [experiment_scores(e) for e in config["experiments"]]
+    targets += baseline_jsons()
+    if config.get("subsampling"):
+        targets.append(R("scores", "subsampling.csv"))
+    targets += three_level_json()
+    return targets
+
+
+# --- used by data.smk
+
+
+def stimuli_inputs(wildcards):
+    dataset = config["datasets"][wildcards.dataset]
+    if dataset["source"] == "file":
+        return [dataset["path"]]
+    if dataset["source"] == "nsd":
+        return [nsd_root()]
+    return []
+
+
+# --- used by extract.smk
+
+
+def model_inputs(wildcards):
+    model = config["models"][wildcards.model]
+    inputs = {"stimuli": stimuli_path(wildcards.dataset)}
+    if model["source"] == "tiny":
+        inputs["model"] = model_dir(wildcards.model)
+    return inputs
+
+
+def model_location(model_name):
+    model = config["models"][model_name]
+    return model_dir(model_name) if model["source"] == "tiny" else model["id"]
+
+
+EXTRACTION_RESOURCES = dict(mem_mb=32000, runtime=120, gpu=EXTRACTION["gpus"])
+
+
+# --- used by alignment.smk
+
+
+def pair_inputs(wildcards):
+    dataset = config["experiments"][wildcards.experiment]["dataset"]
+    return {
+        "x": network_path(dataset, wildcards.source),
+        "y": network_path(dataset, wildcards.target),
+        "split": split_path(dataset, wildcards.seed),
+    }
+
+
+def inner_resources(wildcards, attempt):
+    """Memory grows with the widest layer pair's cost matrix and the fit data."""
+    return 2000 * attempt + 64 * config["shard_size"]
+
+
+# --- used by baselines.smk
+
+
+def baseline_inputs(wildcards):
+    experiment = config["experiments"][wildcards.experiment]
+    networks = sorted({network_path(experiment["dataset"], n) for pair in experiment["pairs"] for n in pair})
+    return {"networks": networks, "split": split_path(experiment["dataset"], wildcards.seed)}
+
+
+def baseline_pairs(wildcards):
+    experiment = config["experiments"][wildcards.experiment]
+    return [
+        {"source": s, "target": t, "x_path": network_path(experiment["dataset"], s),
+         "y_path": network_path(experiment["dataset"], t)}
+        for s, t in experiment["pairs"]
+    ]
+
+
+# --- used by three_level.smk
+
+
+THREE = config.get("three_level") or {}
+
+
+def three_level_blocks():
+    n = len(THREE.get("revisions", []))
+    return range(-(-n // THREE["block_size"])) if THREE else range(0)
+
+
+def block_revisions(block):
+    size = THREE["block_size"]
+    return THREE["revisions"][int(block) * size:(int(block) + 1) * size]
+
+
+# --- used by subsampling.smk
+
+
+SUBSAMPLING = config.get("subsampling") or {}

@@ -1,0 +1,39 @@
+# Appendix J.1: units of the target model subsampled, MOT / MOT+R refitted per fraction x seed.
+
+rule subsample:
+    input:
+        x=lambda wc: network_path(SUBSAMPLING["dataset"], SUBSAMPLING["source"]),
+        y=lambda wc: network_path(SUBSAMPLING["dataset"], SUBSAMPLING["target"]),
+        split=lambda wc: split_path(SUBSAMPLING["dataset"], wc.seed),
+    output:
+        R("subsampling", "{method}", "frac{fraction}", "seed{seed}.json"),
+    params:
+        rotation=lambda wc: METHODS[wc.method],
+        meta=lambda wc: {"method": wc.method, "source": SUBSAMPLING["source"],
+                         "target": SUBSAMPLING["target"]},
+    log:
+        R("logs", "subsample", "{method}", "frac{fraction}", "seed{seed}.log"),
+    benchmark:
+        R("benchmarks", "subsample", "{method}", "frac{fraction}", "seed{seed}.tsv")
+    threads: 1
+    resources:
+        mem_mb=16000,
+        runtime=480,
+    conda:
+        "../../envs/ot.yaml"
+    script:
+        "../scripts/subsample.py"
+
+
+rule collect_subsampling:
+    input:
+        subsampling_jsons(),
+    output:
+        R("scores", "subsampling.csv"),
+    log:
+        R("logs", "collect_subsampling.log"),
+    localrule: True
+    conda:
+        "../../envs/ot.yaml"
+    script:
+        "../scripts/collect_subsampling.py"

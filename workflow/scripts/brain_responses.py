@@ -1,0 +1,6 @@
+from motalign.pipeline import brain_responses, log_to
+
+with log_to(snakemake.log[0]):
+    print(brain_responses(snakemake.input.nsd, snakemake.params.subject, snakemake.input.stimuli,
+                          snakemake.output[0], regions=snakemake.params.regions,
+                          sessions=snakemake.params.sessions))

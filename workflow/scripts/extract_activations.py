@@ -1,0 +1,11 @@
+from motalign.pipeline import extract_activations, log_to
+
+with log_to(snakemake.log[0]):
+    extraction = snakemake.params.extraction
+    print(extract_activations(
+        snakemake.params.model, snakemake.params.location, snakemake.input.stimuli,
+        snakemake.output[0], revision=snakemake.params.revision,
+        include_embeddings=snakemake.params.include_embeddings,
+        batch_size=extraction["batch_size"], device=extraction["device"],
+        meta={"name": snakemake.wildcards.model, "dataset": snakemake.wildcards.dataset},
+    ))

@@ -1,0 +1,5 @@
+from motalign.pipeline import log_to, make_split
+
+with log_to(snakemake.log[0]):
+    print(make_split(snakemake.input[0], snakemake.output[0], seed=int(snakemake.wildcards.seed),
+                     fit_fraction=snakemake.params.fit_fraction))

@@ -1,0 +1,8 @@
+from motalign.pipeline import log_to, outer_alignment
+
+with log_to(snakemake.log[0]):
+    result = outer_alignment(snakemake.input.x, snakemake.input.y, snakemake.input.split,
+                             snakemake.input.shards, snakemake.output.npz, snakemake.output.json,
+                             rotation=snakemake.params.rotation,
+                             seed=int(snakemake.wildcards.seed), meta=snakemake.params.meta)
+    print(result["scores"])

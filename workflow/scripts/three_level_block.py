@@ -1,0 +1,4 @@
+from motalign.pipeline import log_to, three_level_block
+
+with log_to(snakemake.log[0]):
+    print(three_level_block(list(snakemake.input.x), list(snakemake.input.y), snakemake.output[0]))
