@@ -488,10 +488,8 @@ def three_level_finish(block_paths: list, out_npz, out_json, *, source_revisions
 
 
 # --------------------------------------------------------------------------- aggregation
-def collect_scores(json_paths: list, out_csv) -> int:
-    """One long-form CSV row per (pair, method, seed, coupling) from outer-OT results."""
-    fields = ["experiment", "method", "source", "target", "seed", "coupling", "score",
-              "hierarchy", "objective"]
+def _write_rows(json_paths, out_csv, fields, row) -> int:
+    """Write one CSV row per (result file, coupling): ``row(result, coupling, score)``."""
     n = 0
     with atomic_path(out_csv) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
@@ -499,29 +497,27 @@ def collect_scores(json_paths: list, out_csv) -> int:
         for path in json_paths:
             result = json.loads(Path(path).read_text())
             for coupling, score in result["scores"].items():
-                writer.writerow({
-                    "experiment": result.get("experiment"), "method": result.get("method"),
-                    "source": result.get("source"), "target": result.get("target"),
-                    "seed": result["seed"], "coupling": coupling, "score": score,
-                    "hierarchy": result["hierarchy"].get(coupling), "objective": result["objective"],
-                })
+                writer.writerow(row(result, coupling, score))
                 n += 1
     return n
+
+
+def collect_scores(json_paths: list, out_csv) -> int:
+    """One long-form CSV row per (pair, method, seed, coupling) from outer-OT results."""
+    fields = ["experiment", "method", "source", "target", "seed", "coupling", "score",
+              "hierarchy", "objective"]
+    return _write_rows(json_paths, out_csv, fields, lambda result, coupling, score: {
+        **{k: result.get(k) for k in fields[:5]}, "coupling": coupling, "score": score,
+        "hierarchy": result["hierarchy"].get(coupling), "objective": result["objective"],
+    })
 
 
 def collect_subsampling(json_paths: list, out_csv) -> int:
     """One CSV row per (method, fraction, seed, coupling) of the subsampling results."""
     fields = ["method", "source", "target", "fraction", "seed", "coupling", "score"]
-    n = 0
-    with atomic_path(out_csv) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        for path in json_paths:
-            result = json.loads(Path(path).read_text())
-            for coupling, score in result["scores"].items():
-                writer.writerow({k: result.get(k) for k in fields[:5]} | {"coupling": coupling, "score": score})
-                n += 1
-    return n
+    return _write_rows(json_paths, out_csv, fields, lambda result, coupling, score: {
+        **{k: result.get(k) for k in fields[:5]}, "coupling": coupling, "score": score,
+    })
 
 
 def download_nsd(out_root, *, subjects, sessions=None) -> dict:

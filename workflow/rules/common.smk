@@ -14,7 +14,7 @@ for _dataset in config["datasets"].values():
 
 RESULTS = config["results"]
 MOT_PARAMS = {"max_iter": 30, "tol": 1e-7, **config.get("mot", {})}
-EXTRACTION = {"batch_size": 32, "device": "auto", "gpus": 0, **config.get("extraction", {})}
+EXTRACTION = {"batch_size": 32, "device": "auto", "gpus": 0, "threads": 1, **config.get("extraction", {})}
 
 
 wildcard_constraints:
@@ -127,13 +127,34 @@ def three_level_json():
     return [R("three_level", f"{pair_key(three['source'], three['target'])}.json")]
 
 
+def intermediate_targets():
+    """Every stored intermediate result.  `rule all` asks for them too, so that deleting any
+    one of them rebuilds it, and then (being newer) everything that depends on it."""
+    targets = []
+    for experiment, spec in config["experiments"].items():
+        for method, source, target, seed in experiment_jobs(experiment):
+            json_path = outer_json(experiment, method, source, target, seed)
+            targets += [json_path, json_path[: -len(".json")] + ".npz"]
+            targets += shard_paths(experiment, method, source, target, seed)
+        targets += [network_path(spec["dataset"], n) for pair in spec["pairs"] for n in pair]
+        targets += [split_path(spec["dataset"], seed) for seed in config["seeds"]]
+    targets += subsampling_jsons()
+    three = config.get("three_level")
+    if three:
+        key = pair_key(three["source"], three["target"])
+        targets += [R("three_level", key, f"block{b}.npz") for b in three_level_blocks()]
+        targets += [network_path(three["dataset"], three[side], revision)
+                    for side in ("source", "target") for revision in three["revisions"]]
+    return list(dict.fromkeys(targets))
+
+
 def all_targets():
     targets = [experiment_scores(e) for e in config["experiments"]]
     targets += baseline_jsons()
     if config.get("subsampling"):
         targets.append(R("scores", "subsampling.csv"))
     targets += three_level_json()
-    return targets
+    return targets + intermediate_targets()
 
 
 # --- used by data.smk

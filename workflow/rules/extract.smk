@@ -11,12 +11,12 @@ rule extract_activations:
         location=lambda wc: model_location(wc.model),
         revision=lambda wc: config["models"][wc.model].get("revision"),
         include_embeddings=config.get("include_embeddings", False),
-        extraction=EXTRACTION,
+        extraction={k: EXTRACTION[k] for k in ("batch_size", "device")},
     log:
         R("logs", "extract_activations", "{dataset}", "{model}.log"),
     benchmark:
         R("benchmarks", "extract_activations", "{dataset}", "{model}.tsv")
-    threads: 2
+    threads: EXTRACTION["threads"]
     resources:
         **EXTRACTION_RESOURCES,
     conda:
@@ -33,7 +33,7 @@ use rule extract_activations as extract_revision with:
         location=lambda wc: model_location(wc.model),
         revision=lambda wc: wc.revision,
         include_embeddings=config.get("include_embeddings", False),
-        extraction=EXTRACTION,
+        extraction={k: EXTRACTION[k] for k in ("batch_size", "device")},
     log:
         R("logs", "extract_activations", "{dataset}", "{model}", "{revision}.log"),
     benchmark:

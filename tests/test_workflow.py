@@ -1,0 +1,168 @@
+"""The Snakemake workflow, run end to end on config/test.yaml in a temporary directory.
+
+The test config has one pair per experiment family and goes through the same rules as the
+embedded default and config/paper.yaml.
+"""
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("snakemake")
+pytest.importorskip("torch")
+pytest.importorskip("nibabel")
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_CONFIG = ROOT / "config" / "test.yaml"
+
+
+def snakemake(workdir, *args, configfile=TEST_CONFIG, check=True):
+    command = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir),
+               "--cores", "2", "--configfile", str(configfile), *args]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
+    return result
+
+
+def planned_jobs(workdir, *args, configfile=TEST_CONFIG):
+    """{rule: count} of a dry run."""
+    result = snakemake(workdir, "-n", *args, configfile=configfile)
+    out = result.stdout + result.stderr
+    if "Nothing to be done" in out:
+        return {}
+    table = out.split("Job stats:", 1)[1].split("\n\n", 1)[0]
+    jobs = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+    jobs.pop("total", None)
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("workflow")
+    snakemake(workdir, "-q")
+    return workdir
+
+
+def read_csv(path):
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_every_experiment_is_scored(run):
+    expected = {"llm": 1, "nsd": 1, "vit": 2, "nsd_vit": 2}  # pairs x methods
+    for experiment, n in expected.items():
+        rows = read_csv(run / "results" / "scores" / f"{experiment}.csv")
+        assert len(rows) == n * 2 * 4  # x 2 seeds x 4 couplings
+        scores = np.array([float(r["score"]) for r in rows])
+        assert np.all(np.isfinite(scores)) and np.all(np.abs(scores) <= 1)
+        assert {r["coupling"] for r in rows} == {"mot", "single_best", "pairwise_best", "random"}
+
+
+def test_simulated_subjects_align_region_to_region(run):
+    rows = read_csv(run / "results" / "scores" / "nsd.csv")
+    mot = [r for r in rows if r["coupling"] == "mot"]
+    assert all(float(r["hierarchy"]) >= 0.95 for r in mot)
+    result = json.loads((run / "results" / "mot" / "nsd" / "mot" / "subjA~subjB" / "seed0.json").read_text())
+    assert result["source_layers"] == ["V1", "V2", "V3", "V4", "Ventral", "Lateral", "Dorsal"]
+    assert result["scores"]["mot"] > result["scores"]["random"]
+    with np.load(run / "results" / "mot" / "nsd" / "mot" / "subjA~subjB" / "seed0.npz") as data:
+        np.testing.assert_allclose(data["coupling_mot"], np.eye(7) / 7, atol=1e-12)
+
+
+def test_activation_stores_and_splits(run):
+    from motalign.store import ActivationStore
+
+    with ActivationStore(run / "results" / "activations" / "sentences" / "llama_s.npz") as store:
+        assert store.n_layers == 4  # blocks, embeddings excluded
+        assert store.metadata["include_embeddings"] is False
+        n = len(store.stimulus_ids)
+    with np.load(run / "results" / "splits" / "sentences" / "seed0.npz") as split:
+        assert len(split["fit"]) == round(0.8 * n)
+        assert not set(split["fit"]) & set(split["held_out"])
+    with ActivationStore(run / "results" / "brains" / "nsd_shared" / "subjA.npz") as brain, \
+            ActivationStore(run / "results" / "activations" / "nsd_shared" / "mae_b.npz") as model:
+        assert list(brain.stimulus_ids) == list(model.stimulus_ids)
+
+
+def test_baselines_subsampling_and_three_level(run):
+    results = run / "results"
+    glob = json.loads((results / "baselines" / "global" / "nsd" / "seed0.json").read_text())
+    assert set(glob["pairs"][0]) >= {"global_ot", "global_linear_predictivity"}
+    lp = json.loads((results / "baselines" / "linear_predictivity" / "llm" / "seed1.json").read_text())
+    assert np.allclose(np.sum(lp["pairs"][0]["best_match_map"], axis=1), 1 / 3)
+    rsa = json.loads((results / "baselines" / "rsa" / "nsd" / "seed0.json").read_text())
+    assert len(rsa["pairs"][0]["best_match"]) == 7
+    sub = read_csv(results / "scores" / "subsampling.csv")
+    assert {float(r["fraction"]) for r in sub} == {0.5, 1.0} and len(sub) == 2 * 2 * 2
+    three = json.loads((results / "three_level" / "pythia_s1~pythia_s2.json").read_text())
+    assert three["source_revisions"] == ["step0", "step4", "step12"]
+    with np.load(results / "three_level" / "pythia_s1~pythia_s2.npz") as data:
+        np.testing.assert_allclose(data["coupling"].sum(axis=1), 1 / 3, atol=1e-12)
+
+
+def test_every_job_left_a_log_and_a_benchmark(run):
+    logs = list((run / "results" / "logs").rglob("*.log"))
+    assert logs and all(p.read_text().strip() for p in logs)
+    assert list((run / "results" / "benchmarks").rglob("inner_ot/**/*.tsv"))
+
+
+def test_finished_run_reruns_nothing(run):
+    assert planned_jobs(run) == {}
+
+
+def test_deleting_an_output_rebuilds_only_its_dependents(run):
+    outer = run / "results" / "mot" / "vit" / "mot_r" / "dinov2_s~mae_b" / "seed1.json"
+    outer.unlink()
+    assert planned_jobs(run) == {"outer_ot": 1, "collect_scores": 1, "all": 1}
+    shard = run / "results" / "inner" / "llm" / "mot" / "qwen_s~llama_s" / "seed0" / "shard0.npz"
+    shard.unlink()
+    jobs = planned_jobs(run)
+    assert jobs == {"inner_ot": 1, "outer_ot": 2, "collect_scores": 2, "all": 1}
+    snakemake(run, "-q")
+    assert planned_jobs(run) == {}
+
+
+def test_interrupted_run_resumes_without_redoing_shards(run):
+    # a run stopped after its inner-OT shards: the outer results and scores are missing
+    for path in (run / "results" / "mot" / "nsd").rglob("*"):
+        if path.is_file():
+            path.unlink()
+    (run / "results" / "scores" / "nsd.csv").unlink()
+    jobs = planned_jobs(run)
+    assert "inner_ot" not in jobs and jobs["outer_ot"] == 2
+
+
+def test_paper_dag_plans_offline(tmp_path):
+    jobs = planned_jobs(tmp_path, configfile=ROOT / "config" / "paper.yaml")
+    assert jobs["inner_ot"] > 1000 and jobs["outer_ot"] == (6 + 6 + 20 + 32) * 5
+    assert jobs["extract_revision"] == 2 * 154
+    assert not (tmp_path / "results").exists()
+
+
+def test_bad_config_fails_before_any_job(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TEST_CONFIG.read_text().replace("pairs: [[qwen_s, llama_s]]", "pairs: [[qwen_s, nobody]]")
+                   .replace("- qwen_s\n      - llama_s", "- qwen_s\n      - nobody"))
+    result = snakemake(tmp_path, "-q", configfile=bad, check=False)
+    assert result.returncode != 0
+    assert "experiments.llm.pairs[0]: network 'nobody'" in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
+    schema_bad = tmp_path / "schema_bad.yaml"
+    schema_bad.write_text(TEST_CONFIG.read_text().replace("fit_fraction: 0.8", "fit_fraction: 1.5"))
+    result = snakemake(tmp_path, "-q", configfile=schema_bad, check=False)
+    assert result.returncode != 0 and "fit_fraction" in result.stdout + result.stderr
+
+
+def test_lint_is_clean():
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "-s", str(ROOT / "Snakefile")],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0
+    assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
