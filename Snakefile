@@ -18,7 +18,7 @@ for _backend in ("PYTORCH", "JAX", "CUPY", "TENSORFLOW"):
 # instead of being merged into it).
 if not workflow.overwrite_configfiles:
 
-    configfile: "config/config.yaml"
+    configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
 

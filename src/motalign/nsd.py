@@ -55,7 +55,6 @@ import contextlib
 import gzip
 import os
 import re
-import tempfile
 import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -824,22 +823,11 @@ def read_stimuli(source, nsd_ids) -> np.ndarray:
 # --------------------------------------------------------------------------- atomic writes
 
 
-@contextlib.contextmanager
 def _atomic_path(final: Path, suffix: str):
-    """Yield a temporary path beside ``final`` (ending in ``suffix``); on success it
-    replaces ``final`` atomically, on failure it is removed."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=f".tmp{suffix}")
-    os.close(fd)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """Temporary path beside ``final``, renamed onto it on success (see motalign.store)."""
+    from .store import atomic_path
+
+    return atomic_path(final, suffix=f".tmp{suffix}")
 
 
 def _save_nifti(data: np.ndarray, path: Path, voxel_size=1.8) -> None:

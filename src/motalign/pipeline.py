@@ -108,8 +108,13 @@ def prepare_nsd_images(nsd_root, out) -> dict:
     ``nsd_stimuli.hdf5`` row by row, sorted by NSD id; ids are ``nsd#####``."""
     from . import nsd
 
+    from . import nsd_remote
+
     shared = np.sort(nsd.read_expdesign(nsd_root)["sharedix"])
-    images = nsd.read_stimuli(nsd_root, shared)
+    if nsd_remote.shared_stimuli_path(nsd_root).is_file():  # a mirror: only the shared images
+        images = nsd_remote.read_local_shared(nsd_root, shared)
+    else:  # the full nsd_stimuli.hdf5 (a complete local copy, or the simulated layout)
+        images = nsd.read_stimuli(nsd_root, shared)
     save_npz(out, ids=np.array([nsd_stimulus_id(i) for i in shared]), images=images)
     return {"n_images": int(len(shared))}
 
@@ -118,8 +123,9 @@ def nsd_stimulus_id(nsd_id: int) -> str:
     return f"nsd{int(nsd_id):05d}"
 
 
-def prepare_stimuli(dataset: dict, out, *, nsd_root=None) -> dict:
-    """Build a data set's stimuli file from its config entry (``datasets.<name>``)."""
+def prepare_stimuli(dataset: dict, out, *, nsd_root=None, cache_dir=None, name="?") -> dict:
+    """Build a data set's stimuli file from its config entry (``datasets.<name>``).
+    Downloads (STSB, the ImageNet hub shards) are kept in ``cache_dir``."""
     source = dataset["source"]
     if source == "file":
         return prepare_text_stimuli(dataset["path"], out)
@@ -128,9 +134,26 @@ def prepare_stimuli(dataset: dict, out, *, nsd_root=None) -> dict:
                                     image_size=dataset["image_size"], seed=dataset.get("seed", 0))
     if source == "nsd":
         return prepare_nsd_images(nsd_root, out)
-    raise NotImplementedError(
-        f"data set source {source!r} is not available yet (STSB and ImageNet download: issue #4)"
-    )
+    from . import sources
+
+    if source == "stsb":
+        return sources.prepare_stsb(
+            out, cache_dir=cache_dir, revision=dataset.get("revision", sources.STSB_REVISION),
+            expected_count=dataset.get("expected_count", 2552),
+        )
+    if source == "imagenet":
+        archive = dataset.get("archive")
+        if archive and not Path(archive).is_file():
+            raise ValueError(f"datasets.{name}.archive: {archive} does not exist (a local "
+                             "ILSVRC2012_img_val.tar; remove the key to use the hub data set)")
+        return sources.prepare_imagenet(
+            out, per_class=dataset.get("per_class", 20), seed=dataset.get("seed", 0),
+            image_size=dataset.get("image_size", 224), archive=archive,
+            devkit=dataset.get("devkit"), labels_file=dataset.get("labels_file"),
+            hub_repo=dataset.get("hub_dataset", sources.IMAGENET_HUB_REPO),
+            revision=dataset.get("revision", "main"), cache_dir=cache_dir,
+        )
+    raise ValueError(f"datasets.{name}.source: unknown source {source!r}")
 
 
 def simulate_nsd(out_root, *, subjects, n_images, n_shared, n_specific, n_sessions, volume_shape,
@@ -521,8 +544,13 @@ def collect_subsampling(json_paths: list, out_csv) -> int:
 
 
 def download_nsd(out_root, *, subjects, sessions=None) -> dict:
-    """Fetch the NSD files the paper needs from the public bucket (issue #4)."""
-    raise NotImplementedError(
-        "downloading NSD from s3://natural-scenes-dataset is not available yet (issue #4); "
-        "set nsd.source: local and nsd.root to a local mirror instead"
-    )
+    """Mirror what the paper needs from the public NSD bucket (anonymous access): the
+    experimental design, the ROI volumes and every session's betas of ``subjects``, and
+    only the shared images of ``nsd_stimuli.hdf5``, read with ranged requests."""
+    from . import nsd_remote
+
+    client = nsd_remote.s3_client()
+    summary = nsd_remote.download_nsd(out_root, subjects=subjects, sessions=sessions, client=client)
+    shared = nsd_remote.fetch_shared_stimuli(out_root, client=client, block_size=256 * 1024)
+    return {"files": summary["files"], "bytes": summary["bytes"],
+            "shared_images": shared["n_images"], "stimuli_bytes_fetched": shared["bytes_fetched"]}

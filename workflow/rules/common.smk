@@ -166,6 +166,8 @@ def stimuli_inputs(wildcards):
         return [dataset["path"]]
     if dataset["source"] == "nsd":
         return [nsd_root()]
+    if dataset["source"] == "imagenet":  # a local archive, when configured and present
+        return [p for p in (dataset.get("archive"), dataset.get("devkit")) if p and os.path.exists(p)]
     return []
 
 

@@ -9,6 +9,7 @@ rule prepare_stimuli:
     params:
         dataset=lambda wc: config["datasets"][wc.dataset],
         nsd_root=lambda wc: nsd_root() if "nsd" in config else None,
+        cache_dir=R("downloads"),
     log:
         R("logs", "prepare_stimuli", "{dataset}.log"),
     benchmark:

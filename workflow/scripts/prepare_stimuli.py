@@ -2,4 +2,5 @@ from motalign.pipeline import log_to, prepare_stimuli
 
 with log_to(snakemake.log[0]):
     print(prepare_stimuli(snakemake.params.dataset, snakemake.output[0],
-                          nsd_root=snakemake.params.nsd_root))
+                          nsd_root=snakemake.params.nsd_root,
+                          cache_dir=snakemake.params.cache_dir, name=snakemake.wildcards.dataset))

@@ -1,0 +1,561 @@
+"""The paper's stimulus sets, written as the workflow's stimuli files.
+
+A stimuli file is an uncompressed ``.npz`` (written atomically with
+:func:`motalign.store.save_npz`) holding ``ids`` (str) and either ``sentences`` (str) or
+``images`` (N x H x W x 3 uint8), optionally ``labels`` (int64).  Each ``prepare_*`` function
+here also writes a provenance document, ``<out>.json`` (see :func:`provenance_path`), and
+returns the same dictionary.
+
+* :func:`prepare_stsb`: the unique sentences of the STS-B test split (Sec. 3.1 of the paper,
+  2,552 prompts), from the ``sentence-transformers/stsb`` parquet file on the hub, at a
+  pinned commit.
+* :func:`prepare_imagenet`: a seeded selection of ``per_class`` images of every class of the
+  ILSVRC2012 validation set (20 x 1000 = 20,000 in the paper), either from a local
+  ``ILSVRC2012_img_val.tar`` plus the devkit's ground truth, or from the gated hub data set
+  ``ILSVRC/imagenet-1k`` (validation parquet shards; needs ``HF_TOKEN``).
+
+Labels of ImageNet images are the usual 0..999 class indices of the sorted WordNet ids
+(``n01440764`` = 0, tench), which is what the hub data set stores and what torchvision uses.
+The devkit's ground truth holds 1-based *ILSVRC2012_ID*\\ s, a different order; they are
+mapped through the devkit's ``data/meta.mat`` (ID -> WNID).  The per-class selection is
+keyed by (label, image number), so both sources select the very same images.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import tarfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .download import download, file_sha256, hf_file_url, read_sidecar
+from .store import save_npz, write_json
+
+__all__ = [
+    "IMAGENET_HUB_REPO",
+    "IMAGENET_TOKEN_HELP",
+    "IMAGENET_VAL_SHARDS",
+    "STSB_REPO",
+    "STSB_REVISION",
+    "center_crop_resize",
+    "derive_stsb_sentences",
+    "prepare_imagenet",
+    "prepare_stsb",
+    "provenance_path",
+    "select_per_class",
+]
+
+log = logging.getLogger(__name__)
+
+STSB_REPO = "sentence-transformers/stsb"
+#: The commit of ``sentence-transformers/stsb`` whose ``data/`` holds
+#: ``{train,validation,test}-00000-of-00001.parquet``.
+STSB_REVISION = "ab7a5ac0e35aa22088bdcf23e7fd99b220e53308"
+STSB_PAPER_COUNT = 2552
+
+IMAGENET_HUB_REPO = "ILSVRC/imagenet-1k"
+#: The validation split of the hub data set: 14 parquet shards of 50,000 rows in all, columns
+#: ``image`` (struct of ``bytes`` and ``path``) and ``label`` (int64, 0..999).
+IMAGENET_VAL_SHARDS = tuple(f"data/validation-{i:05d}-of-00014.parquet" for i in range(14))
+IMAGENET_TOKEN_HELP = (
+    "log in at https://huggingface.co, accept the terms at "
+    "https://huggingface.co/datasets/ILSVRC/imagenet-1k, create a read token at "
+    "https://huggingface.co/settings/tokens and export it as HF_TOKEN "
+    "(or pass a local ILSVRC2012_img_val.tar with the devkit instead)")
+
+_VAL_NAME = re.compile(r"ILSVRC2012_val_(\d{8})", re.IGNORECASE)
+_VAL_MEMBER = re.compile(r"(?:^|/)ILSVRC2012_val_(\d{8})\.jpe?g$", re.IGNORECASE)
+_GROUND_TRUTH = "data/ILSVRC2012_validation_ground_truth.txt"
+_META = "data/meta.mat"
+
+
+def provenance_path(out) -> Path:
+    """Where the provenance document of the stimuli file ``out`` goes: ``<out>.json``."""
+    out = Path(out)
+    return out.with_name(out.name + ".json")
+
+
+def _cache_file(cache_dir, repo_id: str, revision: str, filename: str) -> Path:
+    if cache_dir is None:
+        raise ValueError("cache_dir is required to download from the hub "
+                         "(a folder for the downloaded files)")
+    safe_revision = revision.replace("/", "--")
+    return Path(cache_dir) / repo_id.replace("/", "--") / safe_revision / filename
+
+
+# =========================================================================== STS-B
+def derive_stsb_sentences(sentence1: Sequence, sentence2: Sequence) -> tuple[list[str], dict]:
+    """The unique sentences of sentence pairs, in first-appearance order.
+
+    Row by row, ``sentence1`` then ``sentence2``; surrounding whitespace stripped; missing or
+    empty sentences dropped; exact-string deduplication keeping the first.  Returns the
+    sentences and the counts of the derivation.
+    """
+    if len(sentence1) != len(sentence2):
+        raise ValueError(f"sentence1 has {len(sentence1)} rows, sentence2 {len(sentence2)}")
+    ordered = []
+    n_empty = 0
+    for first, second in zip(sentence1, sentence2):
+        for sentence in (first, second):
+            text = sentence.strip() if isinstance(sentence, str) else ""
+            if text:
+                ordered.append(text)
+            else:
+                n_empty += 1
+    unique = list(dict.fromkeys(ordered))
+    counts = {
+        "n_pairs": len(sentence1),
+        "n_sentences_before_dedup": len(ordered),
+        "n_empty_dropped": n_empty,
+        "n_sentences_after_dedup": len(unique),
+    }
+    return unique, counts
+
+
+def prepare_stsb(out, *, cache_dir, repo_id: str = STSB_REPO, revision: str = STSB_REVISION,
+                 split: str = "test", expected_count: int | None = STSB_PAPER_COUNT,
+                 sha256: str | None = None, session=None, **download_options) -> dict:
+    """Write the STS-B prompts (unique sentences of ``split``) as a stimuli file.
+
+    Downloads ``data/{split}-00000-of-00001.parquet`` of the hub data set ``repo_id`` at
+    ``revision`` into ``cache_dir`` (verified against ``sha256`` when given), reads the
+    ``sentence1``/``sentence2`` columns and keeps the unique sentences
+    (:func:`derive_stsb_sentences`); ids are ``stsb00000``, ``stsb00001``, ...  A count other
+    than ``expected_count`` is recorded (``count_matches_paper: false``) and logged, not an
+    error: that the paper's 2,552 prompts are exactly this derivation is unverified.
+    ``download_options`` go to :func:`motalign.download.download` (``retries``, ...).
+    Returns the provenance (also written to ``<out>.json``).
+    """
+    import pyarrow.parquet as pq
+
+    filename = f"data/{split}-00000-of-00001.parquet"
+    url = hf_file_url(repo_id, filename, revision=revision, repo_type="dataset")
+    local = download(url, _cache_file(cache_dir, repo_id, revision, filename), sha256=sha256,
+                     token_env="HF_TOKEN", session=session,
+                     token_help=f"check https://huggingface.co/datasets/{repo_id}",
+                     **download_options)
+    try:
+        table = pq.read_table(local)
+    except Exception as error:  # pyarrow raises its own error types
+        raise ValueError(f"{local} (from {url}): not a readable parquet file ({error})") from error
+    missing = [c for c in ("sentence1", "sentence2") if c not in table.column_names]
+    if missing:
+        raise ValueError(f"{local} (from {url}): no column(s) {missing}; "
+                         f"columns are {table.column_names}")
+    sentences, counts = derive_stsb_sentences(table.column("sentence1").to_pylist(),
+                                              table.column("sentence2").to_pylist())
+    if not sentences:
+        raise ValueError(f"{local} (from {url}): no sentences in split {split!r}")
+    ids = np.array([f"stsb{i:05d}" for i in range(len(sentences))])
+    save_npz(out, ids=ids, sentences=np.array(sentences))
+
+    matches = None if expected_count is None else len(sentences) == int(expected_count)
+    if matches is False:
+        log.warning("STS-B %s split of %s@%s gives %d unique sentences; the paper reports %d",
+                    split, repo_id, revision, len(sentences), expected_count)
+    provenance = {
+        "dataset": "stsb",
+        "source": "huggingface",
+        "repo_id": repo_id,
+        "revision": revision,
+        "split": split,
+        "file": filename,
+        "url": url,
+        "file_sha256": read_sidecar(local) or file_sha256(local),
+        "derivation": ("unique sentences of the split in first-appearance order: row by row, "
+                       "sentence1 then sentence2; whitespace stripped; empty dropped; "
+                       "exact-string deduplication keeping the first"),
+        **counts,
+        "n_stimuli": len(sentences),
+        "expected_count": expected_count,
+        "count_matches_paper": matches,
+        "ids": "stsb{i:05d}",
+        "out": str(out),
+    }
+    write_json(provenance_path(out), provenance)
+    return provenance
+
+
+# =========================================================================== ImageNet
+def center_crop_resize(image, size: int) -> np.ndarray:
+    """A PIL image as ``size x size x 3`` uint8: RGB, shorter side resized to ``size``
+    (bicubic), then the central ``size x size`` crop."""
+    from PIL import Image
+
+    image = image.convert("RGB")
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        raise ValueError(f"empty image ({width} x {height})")
+    scale = size / min(width, height)
+    new_w = max(size, int(round(width * scale)))
+    new_h = max(size, int(round(height * scale)))
+    if (new_w, new_h) != (width, height):
+        image = image.resize((new_w, new_h), Image.BICUBIC)
+    left = (new_w - size) // 2
+    top = (new_h - size) // 2
+    image = image.crop((left, top, left + size, top + size))
+    array = np.asarray(image, dtype=np.uint8)
+    if array.shape != (size, size, 3):  # defensive: PIL modes are normalised above
+        raise ValueError(f"unexpected decoded shape {array.shape}")
+    return array
+
+
+def _decode(data: bytes, size: int, what: str) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return center_crop_resize(image, size)
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise ValueError(f"{what}: cannot decode the image ({error})") from error
+
+
+def select_per_class(labels: Sequence[int], numbers: Sequence[int], *, per_class: int,
+                     seed: int, class_names: dict | None = None, source: str = "") -> np.ndarray:
+    """Indices of a seeded selection of ``per_class`` items of every class.
+
+    For each class (in label order) its items are sorted by ``numbers`` (the image number of
+    ``ILSVRC2012_val_XXXXXXXX``), and ``per_class`` of them are drawn without replacement by
+    ``numpy.random.default_rng([seed, label])``: the selection depends on the seed and the
+    data only, not on the order in which the files were read.  The classes are those present
+    in ``labels``.  Returns indices into ``labels`` sorted by image number.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    numbers = np.asarray(numbers, dtype=np.int64)
+    if labels.shape != numbers.shape:
+        raise ValueError(f"{labels.size} labels for {numbers.size} images")
+    if per_class < 1:
+        raise ValueError(f"per_class must be >= 1, got {per_class}")
+    if np.unique(numbers).size != numbers.size:
+        raise ValueError(f"{source}: duplicate image numbers")
+    chosen = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        members = members[np.argsort(numbers[members], kind="stable")]
+        if members.size < per_class:
+            known = class_names or {}
+            name = f" ({known[int(label)]})" if int(label) in known else ""
+            raise ValueError(f"{source}: class {int(label)}{name} has only {members.size} "
+                             f"images, fewer than per_class={per_class}")
+        rng = np.random.default_rng([int(seed), int(label)])
+        chosen.append(members[rng.choice(members.size, per_class, replace=False)])
+    chosen = np.concatenate(chosen) if chosen else np.empty(0, dtype=np.int64)
+    return chosen[np.argsort(numbers[chosen], kind="stable")]
+
+
+def _read_labels_file(labels_file) -> list[int]:
+    path = Path(labels_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"labels file not found: {path}")
+    labels = []
+    for i, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            labels.append(int(line.split()[0]))
+        except ValueError:
+            raise ValueError(f"{path}, line {i}: not an integer label: {line!r}") from None
+    if not labels:
+        raise ValueError(f"{path}: no labels")
+    return labels
+
+
+def _find_member(tar: tarfile.TarFile, suffix: str):
+    for member in tar.getmembers():
+        if member.isfile() and (member.name == suffix or member.name.endswith("/" + suffix)):
+            return member
+    return None
+
+
+def _meta_wnids(data: bytes, where: str) -> dict[int, str]:
+    """ILSVRC2012_ID -> WNID of the 1000 leaf synsets, from the devkit's ``meta.mat``."""
+    from scipy.io import loadmat
+
+    try:
+        synsets = loadmat(io.BytesIO(data), squeeze_me=True)["synsets"]
+    except Exception as error:  # scipy raises a variety of errors on a bad file
+        raise ValueError(f"{where}: not a readable meta.mat ({error})") from error
+    names = synsets.dtype.names or ()
+    for field in ("ILSVRC2012_ID", "WNID", "num_children"):
+        if field not in names:
+            raise ValueError(f"{where}: synsets have no field {field!r} (fields: {names})")
+    mapping = {}
+    for entry in np.atleast_1d(synsets):
+        if int(np.asarray(entry["num_children"]).item()) == 0:
+            mapping[int(np.asarray(entry["ILSVRC2012_ID"]).item())] = str(entry["WNID"])
+    return mapping
+
+
+def _devkit_labels(devkit) -> tuple[list[int], str, dict]:
+    """Ground-truth labels (in image order) from the devkit archive, and the label space."""
+    path = Path(devkit)
+    if not path.is_file():
+        raise FileNotFoundError(f"devkit archive not found: {path}")
+    try:
+        tar = tarfile.open(path, "r:*")
+    except (tarfile.TarError, OSError) as error:
+        raise ValueError(f"{path}: not a readable tar archive ({error})") from error
+    with tar:
+        member = _find_member(tar, _GROUND_TRUTH)
+        if member is None:
+            raise ValueError(f"{path}: no member {_GROUND_TRUTH} (is this "
+                             "ILSVRC2012_devkit_t12.tar.gz?)")
+        text = tar.extractfile(member).read().decode("ascii", errors="replace")
+        where = f"{path}:{member.name}"
+        ids = []
+        for i, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    ids.append(int(line))
+                except ValueError:
+                    raise ValueError(f"{where}, line {i}: not an integer: {line!r}") from None
+        meta = _find_member(tar, _META)
+        if meta is None:
+            log.warning("%s: no %s; labels are ILSVRC2012_ID - 1, which is NOT the usual "
+                        "sorted-WNID class index", path, _META)
+            return [i - 1 for i in ids], "ilsvrc2012_id_minus_1", {}
+        id_to_wnid = _meta_wnids(tar.extractfile(meta).read(), f"{path}:{meta.name}")
+    index = {wnid: k for k, wnid in enumerate(sorted(id_to_wnid.values()))}
+    unknown = sorted(set(ids) - set(id_to_wnid))
+    if unknown:
+        raise ValueError(f"{where}: ILSVRC2012_IDs {unknown[:10]} are not leaf synsets of "
+                         f"{path}:{_META}")
+    labels = [index[id_to_wnid[i]] for i in ids]
+    names = {index[w]: w for w in id_to_wnid.values()}
+    return labels, "sorted_wnid_index", names
+
+
+def _prepare_from_archive(archive, devkit, labels_file, per_class, seed, image_size):
+    archive = Path(archive)
+    if not archive.is_file():
+        raise FileNotFoundError(f"ImageNet validation archive not found: {archive} "
+                                "(expected ILSVRC2012_img_val.tar)")
+    if (devkit is None) == (labels_file is None):
+        raise ValueError("give exactly one of devkit (ILSVRC2012_devkit_t12.tar.gz) or "
+                         "labels_file (one integer label per line) with archive")
+    if devkit is not None:
+        labels, label_space, class_names = _devkit_labels(devkit)
+        label_source = str(devkit)
+    else:
+        labels, label_space, class_names = _read_labels_file(labels_file), "as_given", {}
+        label_source = str(labels_file)
+
+    try:
+        tar = tarfile.open(archive, "r:*")
+    except (tarfile.TarError, OSError) as error:
+        raise ValueError(f"{archive}: not a readable tar archive ({error})") from error
+    with tar:
+        members = {}
+        for member in tar.getmembers():  # headers only; the archive is not extracted
+            match = _VAL_MEMBER.search(member.name) if member.isfile() else None
+            if match:
+                number = int(match.group(1))
+                if number in members:
+                    raise ValueError(f"{archive}: image {number} appears twice")
+                members[number] = member
+        if not members:
+            raise ValueError(f"{archive}: no ILSVRC2012_val_XXXXXXXX.JPEG members")
+        if len(members) != len(labels):
+            raise ValueError(f"{label_source} has {len(labels)} labels but {archive} has "
+                             f"{len(members)} validation images")
+        numbers = np.array(sorted(members))
+        if numbers[0] != 1 or numbers[-1] != len(labels):
+            raise ValueError(f"{archive}: images are numbered {numbers[0]}..{numbers[-1]}, "
+                             f"expected 1..{len(labels)} to match {label_source}")
+        labels = np.asarray(labels, dtype=np.int64)  # labels[k] is image k + 1
+        chosen = select_per_class(labels, numbers, per_class=per_class, seed=seed,
+                                  class_names=class_names, source=str(archive))
+        chosen_numbers = numbers[chosen]
+        images = np.empty((len(chosen), image_size, image_size, 3), dtype=np.uint8)
+        # read in archive order (sequential reads), write each at its output position
+        order = sorted(range(len(chosen)), key=lambda k: members[chosen_numbers[k]].offset_data)
+        for done, k in enumerate(order, start=1):
+            member = members[chosen_numbers[k]]
+            data = tar.extractfile(member).read()
+            images[k] = _decode(data, image_size, f"{archive}:{member.name}")
+            if done % 1000 == 0:
+                log.info("decoded %d/%d images", done, len(chosen))
+    info = {
+        "source": "archive",
+        "archive": str(archive),
+        "archive_bytes": archive.stat().st_size,
+        "labels_from": label_source,
+        "label_space": label_space,
+        "n_available": int(len(members)),
+    }
+    return chosen_numbers, labels[chosen], images, info
+
+
+def _parquet_index(path: Path, shard: str):
+    """(label, path) of every row of a hub shard, reading neither image bytes nor more."""
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as error:
+        raise ValueError(f"{path} ({shard}): not a readable parquet file ({error})") from error
+    schema = parquet.schema_arrow
+    if "label" not in schema.names or "image" not in schema.names:
+        raise ValueError(f"{path} ({shard}): expected columns 'image' and 'label', "
+                         f"found {schema.names}")
+    image_type = schema.field("image").type
+    has_path = hasattr(image_type, "names") and "path" in image_type.names
+    columns = ["label", "image.path"] if has_path else ["label"]
+    table = parquet.read(columns=columns)
+    labels = table.column("label").to_pylist()
+    if has_path:
+        # depending on the pyarrow reader, a struct<path> column or a flat "path" column
+        (path_column,) = [name for name in table.column_names if name != "label"]
+        paths = [value.get("path") if isinstance(value, dict) else value
+                 for value in table.column(path_column).to_pylist()]
+    else:
+        paths = [None] * len(labels)
+    return labels, paths
+
+
+def _prepare_from_hub(hub_repo, revision, shards, cache_dir, per_class, seed, image_size,
+                      session, download_options):
+    import pyarrow.parquet as pq
+
+    if not shards:
+        raise ValueError("shards is empty")
+    local = []
+    digests = {}
+    for shard in shards:
+        url = hf_file_url(hub_repo, shard, revision=revision, repo_type="dataset")
+        path = download(url, _cache_file(cache_dir, hub_repo, revision, shard),
+                        token_env="HF_TOKEN", token_help=IMAGENET_TOKEN_HELP, session=session,
+                        **download_options)
+        local.append(path)
+        digests[shard] = read_sidecar(path)
+
+    rows = []  # (shard index, row in shard, label, number)
+    row_order_ids = False
+    global_row = 0
+    for s, (shard, path) in enumerate(zip(shards, local)):
+        labels, paths = _parquet_index(path, shard)
+        for r, (label, name) in enumerate(zip(labels, paths)):
+            global_row += 1
+            if label is None or int(label) < 0:
+                raise ValueError(f"{path} ({shard}), row {r}: label {label!r}; the "
+                                 "validation split must be labelled (0..999)")
+            match = _VAL_NAME.search(name) if isinstance(name, str) else None
+            if match:
+                number = int(match.group(1))
+            else:
+                row_order_ids = True
+                number = global_row
+            rows.append((s, r, int(label), number))
+    if row_order_ids:
+        log.warning("%s: some image paths carry no ILSVRC2012_val_XXXXXXXX name; their ids "
+                    "follow the row order of the shards", hub_repo)
+    index = np.array(rows, dtype=np.int64).reshape(-1, 4)
+    if np.unique(index[:, 3]).size != len(index):
+        raise ValueError(f"{hub_repo}: duplicate image numbers across the shards")
+    chosen = select_per_class(index[:, 2], index[:, 3], per_class=per_class, seed=seed,
+                              source=f"{hub_repo}@{revision}")
+    images = np.empty((len(chosen), image_size, image_size, 3), dtype=np.uint8)
+    wanted = {}  # shard -> {row: output position}
+    for k, i in enumerate(chosen):
+        wanted.setdefault(int(index[i, 0]), {})[int(index[i, 1])] = k
+    done = 0
+    for s, positions in sorted(wanted.items()):
+        parquet = pq.ParquetFile(local[s])
+        row = 0
+        for batch in parquet.iter_batches(batch_size=256, columns=["image"]):
+            column = batch.column(0).field("bytes")
+            for offset in range(batch.num_rows):
+                k = positions.get(row + offset)
+                if k is not None:
+                    data = column[offset].as_py()
+                    if data is None:
+                        raise ValueError(f"{local[s]} ({shards[s]}), row {row + offset}: "
+                                         "no image bytes")
+                    images[k] = _decode(data, image_size,
+                                        f"{local[s]} ({shards[s]}), row {row + offset}")
+                    done += 1
+                    if done % 1000 == 0:
+                        log.info("decoded %d/%d images", done, len(chosen))
+            row += batch.num_rows
+    if done != len(chosen):
+        raise ValueError(f"{hub_repo}: decoded {done} of {len(chosen)} selected images")
+    info = {
+        "source": "huggingface",
+        "repo_id": hub_repo,
+        "revision": revision,
+        "shards": list(shards),
+        "shard_sha256": digests,
+        "label_space": "sorted_wnid_index",
+        "ids_from": "row_order" if row_order_ids else "image_path",
+        "n_available": int(len(index)),
+    }
+    return index[chosen, 3], index[chosen, 2], images, info
+
+
+def prepare_imagenet(out, *, per_class: int = 20, seed: int = 0, image_size: int = 224,
+                     archive=None, devkit=None, labels_file=None,
+                     hub_repo: str = IMAGENET_HUB_REPO, revision: str = "main",
+                     cache_dir=None, shards: Sequence[str] = IMAGENET_VAL_SHARDS,
+                     session=None, **download_options) -> dict:
+    """Write a seeded class-balanced selection of ImageNet validation images as stimuli.
+
+    ``per_class`` images of every class present in the data (1000 classes x 20 = 20,000 in
+    the paper) are drawn by :func:`select_per_class` (seeded per class, independent of file
+    order), from either
+
+    * ``archive``: a local ``ILSVRC2012_img_val.tar`` (members read one by one, nothing is
+      extracted to disk) with the labels from ``devkit`` (``ILSVRC2012_devkit_t12.tar.gz``:
+      ``data/ILSVRC2012_validation_ground_truth.txt``, mapped to sorted-WNID indices through
+      ``data/meta.mat``) or ``labels_file`` (one integer label per line in image order,
+      stored as given); or
+    * the gated hub data set ``hub_repo`` at ``revision``: its validation parquet ``shards``
+      are downloaded to ``cache_dir`` with the token in ``HF_TOKEN`` (a missing or rejected
+      token raises :class:`PermissionError` saying where to request access).
+
+    Each image is decoded with Pillow, converted to RGB, resized (bicubic) so its shorter
+    side is ``image_size`` and centre-cropped to ``image_size x image_size``; ids are
+    ``ILSVRC2012_val_XXXXXXXX``, ordered by image number; labels are stored (int64).
+
+    Memory: the output array is allocated once (N x S x S x 3 bytes: 20,000 x 224 x 224 x 3
+    = 3.0 GB for the paper's setting) and filled while decoding one image at a time; the
+    hub shards are read in batches of 256 rows.  ``download_options`` go to
+    :func:`motalign.download.download`.  Returns the provenance (also in ``<out>.json``).
+    """
+    if image_size < 1:
+        raise ValueError(f"image_size must be >= 1, got {image_size}")
+    if archive is not None:
+        numbers, labels, images, info = _prepare_from_archive(
+            archive, devkit, labels_file, per_class, seed, image_size)
+    else:
+        if devkit is not None or labels_file is not None:
+            raise ValueError("devkit/labels_file need archive (the local validation tar)")
+        numbers, labels, images, info = _prepare_from_hub(
+            hub_repo, revision, tuple(shards), cache_dir, per_class, seed, image_size,
+            session, download_options)
+    ids = np.array([f"ILSVRC2012_val_{int(n):08d}" for n in numbers])
+    labels = np.asarray(labels, dtype=np.int64)
+    save_npz(out, ids=ids, images=images, labels=labels)
+    classes, counts = np.unique(labels, return_counts=True)
+    provenance = {
+        "dataset": "imagenet_val",
+        **info,
+        "per_class": int(per_class),
+        "seed": int(seed),
+        "n_classes": int(classes.size),
+        "n_stimuli": int(len(ids)),
+        "images_per_class": sorted({int(c) for c in counts}),
+        "selection": ("per class: items sorted by image number, numpy default_rng([seed, "
+                      "label]).choice(n, per_class, replace=False); output sorted by image "
+                      "number"),
+        "preprocessing": (f"Pillow decode, convert('RGB'), bicubic resize of the shorter side "
+                          f"to {image_size}, centre crop {image_size} x {image_size}, uint8"),
+        "image_shape": [int(image_size), int(image_size), 3],
+        "ids": "ILSVRC2012_val_XXXXXXXX",
+        "out": str(out),
+    }
+    write_json(provenance_path(out), provenance)
+    return provenance

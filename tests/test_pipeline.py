@@ -1,0 +1,83 @@
+"""The workflow's library functions (motalign.pipeline), outside Snakemake."""
+
+import numpy as np
+import pytest
+
+from motalign import pipeline
+from motalign.store import write_activations
+
+
+def test_digit_stimuli_are_class_balanced_and_seeded(tmp_path):
+    out = tmp_path / "digits.npz"
+    pipeline.prepare_stimuli({"source": "sklearn_digits", "kind": "images", "n_images": 50,
+                              "image_size": 32}, out)
+    data = pipeline.read_stimuli(out)
+    assert data["images"].shape == (50, 32, 32, 3) and data["images"].dtype == np.uint8
+    assert np.bincount(data["labels"]).tolist() == [5] * 10
+    again = tmp_path / "again.npz"
+    pipeline.prepare_digit_images(again, n_images=50, image_size=32, seed=0)
+    np.testing.assert_array_equal(pipeline.read_stimuli(again)["ids"], data["ids"])
+
+
+def test_source_errors_name_the_config_key(tmp_path):
+    with pytest.raises(ValueError, match=r"datasets\.imagenet\.archive: /nowhere/val\.tar does not exist"):
+        pipeline.prepare_stimuli({"source": "imagenet", "kind": "images", "archive": "/nowhere/val.tar"},
+                                 tmp_path / "x.npz", name="imagenet")
+    with pytest.raises(ValueError, match=r"datasets\.odd\.source: unknown source 'ftp'"):
+        pipeline.prepare_stimuli({"source": "ftp", "kind": "text"}, tmp_path / "x.npz", name="odd")
+    assert not list(tmp_path.iterdir())
+
+
+def test_text_stimuli_are_deduplicated(tmp_path):
+    source = tmp_path / "s.txt"
+    source.write_text("\n".join(["a b", "c d", "", "a b"] + [f"line {i}" for i in range(10)]))
+    summary = pipeline.prepare_text_stimuli(source, tmp_path / "s.npz")
+    assert summary["n_sentences"] == 12
+    assert list(pipeline.read_stimuli(tmp_path / "s.npz")["sentences"][:2]) == ["a b", "c d"]
+
+
+def test_split_is_seeded_and_disjoint(tmp_path):
+    out = tmp_path / "s.npz"
+    pipeline.prepare_digit_images(out, n_images=50, image_size=8)
+    pipeline.make_split(out, tmp_path / "a.npz", seed=3, fit_fraction=0.8)
+    pipeline.make_split(out, tmp_path / "b.npz", seed=3, fit_fraction=0.8)
+    fit, held = pipeline.read_split(tmp_path / "a.npz")
+    np.testing.assert_array_equal(fit, pipeline.read_split(tmp_path / "b.npz")[0])
+    assert len(fit) == 40 and sorted(np.concatenate([fit, held]).tolist()) == list(range(50))
+
+
+def test_sharded_inner_ot_equals_one_fit(tmp_path, rng):
+    from motalign import MOT
+
+    ids = [f"s{i}" for i in range(60)]
+    x = {f"x{i}": rng.standard_normal((60, w)) for i, w in enumerate([5, 7, 6])}
+    y = {f"y{i}": rng.standard_normal((60, w)) for i, w in enumerate([4, 7])}
+    write_activations(tmp_path / "x.npz", x, stimulus_ids=ids)
+    write_activations(tmp_path / "y.npz", y, stimulus_ids=ids)
+    stimuli = tmp_path / "stim.npz"
+    np.savez(stimuli, ids=np.array(ids))
+    pipeline.make_split(stimuli, tmp_path / "split.npz", seed=0, fit_fraction=0.8)
+    shards = [tmp_path / f"shard{k}.npz" for k in range(3)]
+    for k, shard in enumerate(shards):
+        pipeline.inner_shard(tmp_path / "x.npz", tmp_path / "y.npz", tmp_path / "split.npz", shard,
+                             shard=k, shard_size=2, rotation=False)
+    result = pipeline.outer_alignment(tmp_path / "x.npz", tmp_path / "y.npz", tmp_path / "split.npz",
+                                      shards, tmp_path / "o.npz", tmp_path / "o.json", rotation=False, seed=0)
+    fit, held = pipeline.read_split(tmp_path / "split.npz")
+    direct = MOT(random_state=0).fit([a[fit] for a in x.values()], [a[fit] for a in y.values()])
+    expected = direct.scores([a[held] for a in x.values()], [a[held] for a in y.values()])
+    for name, value in expected.items():
+        assert result["scores"][name] == pytest.approx(value, abs=1e-12)
+    with pytest.raises(ValueError, match=r"layer pair \(2, 0\) appears in two shards"):
+        pipeline.read_shards([shards[2], shards[2]], 3, 2)
+    with pytest.raises(ValueError, match="are in no shard"):
+        pipeline.read_shards(shards[:2], 3, 2)
+
+
+def test_networks_on_other_stimuli_are_refused(tmp_path, rng):
+    write_activations(tmp_path / "x.npz", {"a": rng.standard_normal((4, 2))}, stimulus_ids=list("abcd"))
+    write_activations(tmp_path / "y.npz", {"a": rng.standard_normal((4, 2))}, stimulus_ids=list("abdc"))
+    with pytest.raises(ValueError, match="not recorded on the same stimuli"):
+        pipeline.check_same_stimuli(tmp_path / "x.npz", tmp_path / "y.npz")
+    with pytest.raises(ValueError, match=r"holds 1 layers but the configuration declares 3 \(config key models: m\)"):
+        pipeline.check_layer_count(tmp_path / "x.npz", 3, "models: m")

@@ -1,0 +1,427 @@
+"""Stimulus sets from files in the real formats (generated here), served over a loopback
+emulation of the Hugging Face hub: STS-B parquet, ILSVRC2012 validation tar + devkit, and
+the gated ImageNet parquet shards."""
+
+import hashlib
+import importlib.util
+import io
+import json
+import logging
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+Image = pytest.importorskip("PIL.Image")
+
+from motalign.sources import (  # noqa: E402
+    IMAGENET_VAL_SHARDS,
+    STSB_REPO,
+    STSB_REVISION,
+    derive_stsb_sentences,
+    prepare_imagenet,
+    prepare_stsb,
+    provenance_path,
+    select_per_class,
+)
+
+
+def _load_loopback():
+    name = "motalign_tests_loopback"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, Path(__file__).parent / "fixtures" / "loopback.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+LoopbackServer = _load_loopback().LoopbackServer
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with LoopbackServer(max_requests=100) as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        yield server
+
+
+FAST = {"sleep": lambda s: None, "timeout": 10}
+
+
+def _load(path):
+    with np.load(path, allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}
+
+
+# =========================================================================== STS-B
+STSB_ROWS = [  # (sentence1, sentence2, score): duplicates within and across rows
+    ("A man is playing a flute.", "A man is playing a flute. ", 5.0),
+    ("A dog runs.", "A cat sleeps.", 0.4),
+    ("  A cat sleeps.", "A bird sings.", 0.2),
+    ("A man is playing a flute.", "Someone plays music.", 3.1),
+    ("", "A dog runs.", 0.0),
+    ("Two people talk.", "A Dog runs.", 0.1),
+]
+STSB_EXPECTED = ["A man is playing a flute.", "A dog runs.", "A cat sleeps.", "A bird sings.",
+                 "Someone plays music.", "Two people talk.", "A Dog runs."]
+
+
+def _stsb_parquet() -> bytes:
+    table = pa.table({
+        "sentence1": [r[0] for r in STSB_ROWS],
+        "sentence2": [r[1] for r in STSB_ROWS],
+        "score": pa.array([r[2] for r in STSB_ROWS], pa.float64()),
+    })
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
+
+
+def test_derive_stsb_sentences_order_and_counts():
+    sentences, counts = derive_stsb_sentences([r[0] for r in STSB_ROWS], [r[1] for r in STSB_ROWS])
+    assert sentences == STSB_EXPECTED
+    assert counts == {"n_pairs": 6, "n_sentences_before_dedup": 11, "n_empty_dropped": 1,
+                      "n_sentences_after_dedup": 7}
+
+
+def test_prepare_stsb_over_emulated_hub(hub, tmp_path, caplog):
+    data = _stsb_parquet()
+    hub.add_hub_file(STSB_REPO, STSB_REVISION, "data/test-00000-of-00001.parquet", data)
+    out = tmp_path / "stimuli" / "stsb.npz"
+    with caplog.at_level(logging.WARNING, logger="motalign.sources"):
+        info = prepare_stsb(out, cache_dir=tmp_path / "cache", **FAST)
+    stimuli = _load(out)
+    assert list(stimuli["sentences"]) == STSB_EXPECTED
+    assert list(stimuli["ids"]) == [f"stsb{i:05d}" for i in range(7)]
+    assert set(stimuli) == {"ids", "sentences"}
+
+    written = json.loads(provenance_path(out).read_text())
+    assert provenance_path(out).name == "stsb.npz.json"
+    assert written == json.loads(json.dumps(info))
+    assert info["repo_id"] == STSB_REPO and info["revision"] == STSB_REVISION
+    assert info["split"] == "test"
+    assert info["file_sha256"] == hashlib.sha256(data).hexdigest()
+    assert info["n_pairs"] == 6
+    assert info["n_sentences_before_dedup"] == 11 and info["n_sentences_after_dedup"] == 7
+    assert info["count_matches_paper"] is False and info["expected_count"] == 2552
+    assert any("2552" in r.getMessage() and "7" in r.getMessage() for r in caplog.records)
+    request = hub.requests[0]
+    assert request.path == (f"/datasets/{STSB_REPO}/resolve/{STSB_REVISION}/"
+                            "data/test-00000-of-00001.parquet")
+
+    # a second run uses the cached, verified file; a matching count is recorded as such
+    info = prepare_stsb(out, cache_dir=tmp_path / "cache", expected_count=7,
+                        sha256=hashlib.sha256(data).hexdigest(), **FAST)
+    assert info["count_matches_paper"] is True
+    assert len(hub.requests) == 1
+
+
+def test_prepare_stsb_wrong_digest_and_columns(hub, tmp_path):
+    hub.add_hub_file(STSB_REPO, "rev1", "data/test-00000-of-00001.parquet", _stsb_parquet())
+    with pytest.raises(ValueError, match="SHA-256 mismatch"):
+        prepare_stsb(tmp_path / "a.npz", cache_dir=tmp_path / "c", revision="rev1",
+                     sha256="0" * 64, **FAST)
+    assert not (tmp_path / "a.npz").exists()
+
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"text": ["a", "b"]}), buffer)
+    hub.add_hub_file(STSB_REPO, "rev2", "data/test-00000-of-00001.parquet", buffer.getvalue())
+    with pytest.raises(ValueError, match="sentence1"):
+        prepare_stsb(tmp_path / "b.npz", cache_dir=tmp_path / "c", revision="rev2", **FAST)
+
+
+# =========================================================================== ImageNet
+# Five classes.  ILSVRC2012_IDs (the devkit's, 1-based) are in a different order from the
+# sorted WNIDs (the usual 0-based class index), as in the real devkit.
+WNIDS_BY_ID = {1: "n02119789", 2: "n02100735", 3: "n01440764", 4: "n04557648", 5: "n03255030"}
+SORTED = sorted(WNIDS_BY_ID.values())
+INDEX_OF_ID = {i: SORTED.index(w) for i, w in WNIDS_BY_ID.items()}
+N_PER_CLASS = 6
+N_IMAGES = 5 * N_PER_CLASS
+SIZE = 16
+
+
+def _ground_truth_ids():
+    rng = np.random.default_rng(7)
+    ids = np.repeat(np.arange(1, 6), N_PER_CLASS)
+    return [int(i) for i in rng.permutation(ids)]  # ids[k] is the class of image k + 1
+
+
+GT_IDS = _ground_truth_ids()
+
+
+def _colour(number):
+    return (8 * number % 256, 40 * INDEX_OF_ID[GT_IDS[number - 1]] + 20, 128)
+
+
+def _jpeg(number) -> bytes:
+    """A solid-colour JPEG whose colour encodes its number; sizes and modes vary."""
+    width, height = [(40, 24), (24, 40), (32, 32), (50, 20)][number % 4]
+    image = Image.new("RGB", (width, height), _colour(number))
+    if number % 5 == 0:
+        image = image.convert("CMYK")
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def _add(tar, name, data):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _val_archive(path, order_seed=0, skip=()):
+    numbers = [n for n in range(1, N_IMAGES + 1) if n not in skip]
+    order = np.random.default_rng(order_seed).permutation(numbers)
+    with tarfile.open(path, "w") as tar:
+        for n in order:
+            _add(tar, f"ILSVRC2012_val_{int(n):08d}.JPEG", _jpeg(int(n)))
+    return path
+
+
+def _meta_mat() -> bytes:
+    from scipy.io import savemat
+
+    fields = ["ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "children",
+              "wordnet_height", "num_train_images"]
+    rows = [(i, w, f"class {w}", "gloss", 0, np.zeros((0, 0)), 0, 1300)
+            for i, w in WNIDS_BY_ID.items()]
+    rows.append((6, "n00001740", "entity", "gloss", 5, np.arange(1, 6), 4, 0))  # not a leaf
+    synsets = np.zeros((len(rows), 1), dtype=[(f, "O") for f in fields])
+    for k, row in enumerate(rows):
+        for field, value in zip(fields, row):
+            synsets[k, 0][field] = value
+    buffer = io.BytesIO()
+    savemat(buffer, {"synsets": synsets})
+    return buffer.getvalue()
+
+
+def _devkit(path, with_ground_truth=True, with_meta=True, ids=GT_IDS):
+    with tarfile.open(path, "w:gz") as tar:
+        _add(tar, "ILSVRC2012_devkit_t12/readme.txt", b"devkit")
+        if with_ground_truth:
+            _add(tar, "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt",
+                 "".join(f"{i}\n" for i in ids).encode())
+        if with_meta:
+            _add(tar, "ILSVRC2012_devkit_t12/data/meta.mat", _meta_mat())
+    return path
+
+
+@pytest.fixture(scope="module")
+def imagenet_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("imagenet")
+    return {
+        "archive": _val_archive(root / "ILSVRC2012_img_val.tar", order_seed=0),
+        "archive_reordered": _val_archive(root / "reordered.tar", order_seed=1),
+        "devkit": _devkit(root / "ILSVRC2012_devkit_t12.tar.gz"),
+        "root": root,
+    }
+
+
+def _check_images(stimuli):
+    """Every stored image is its own (decoded, resized, cropped) source image."""
+    for name, image in zip(stimuli["ids"], stimuli["images"]):
+        number = int(name.rsplit("_", 1)[1])
+        centre = image[4:-4, 4:-4].reshape(-1, 3).mean(axis=0)
+        assert np.all(np.abs(centre - np.array(_colour(number))) < 12), (name, centre)
+
+
+def test_prepare_imagenet_from_archive_and_devkit(imagenet_files, tmp_path):
+    out = tmp_path / "imagenet.npz"
+    info = prepare_imagenet(out, per_class=4, seed=0, image_size=SIZE,
+                            archive=imagenet_files["archive"], devkit=imagenet_files["devkit"])
+    stimuli = _load(out)
+    assert set(stimuli) == {"ids", "images", "labels"}
+    assert stimuli["images"].shape == (20, SIZE, SIZE, 3) and stimuli["images"].dtype == np.uint8
+    assert stimuli["labels"].dtype == np.int64
+    labels, counts = np.unique(stimuli["labels"], return_counts=True)
+    assert list(labels) == [0, 1, 2, 3, 4] and set(counts) == {4}
+    numbers = [int(s.rsplit("_", 1)[1]) for s in stimuli["ids"]]
+    assert numbers == sorted(numbers) and len(set(numbers)) == 20
+    assert all(s == f"ILSVRC2012_val_{n:08d}" for s, n in zip(stimuli["ids"], numbers))
+    for number, label in zip(numbers, stimuli["labels"]):  # devkit ID -> sorted-WNID index
+        assert label == INDEX_OF_ID[GT_IDS[number - 1]]
+    _check_images(stimuli)
+    assert info["n_classes"] == 5 and info["n_stimuli"] == 20 and info["per_class"] == 4
+    assert info["label_space"] == "sorted_wnid_index" and info["source"] == "archive"
+    assert json.loads(provenance_path(out).read_text())["n_stimuli"] == 20
+
+    # reproducible, independent of the archive's member order, and seed-dependent
+    again = tmp_path / "again.npz"
+    prepare_imagenet(again, per_class=4, seed=0, image_size=SIZE,
+                     archive=imagenet_files["archive_reordered"], devkit=imagenet_files["devkit"])
+    second = _load(again)
+    for key in stimuli:
+        np.testing.assert_array_equal(stimuli[key], second[key])
+    other = tmp_path / "other.npz"
+    prepare_imagenet(other, per_class=4, seed=1, image_size=SIZE,
+                     archive=imagenet_files["archive"], devkit=imagenet_files["devkit"])
+    assert list(_load(other)["ids"]) != list(stimuli["ids"])
+
+
+def test_prepare_imagenet_with_labels_file(imagenet_files, tmp_path):
+    labels_file = tmp_path / "labels.txt"
+    labels_file.write_text("".join(f"{INDEX_OF_ID[i]}\n" for i in GT_IDS))
+    out = tmp_path / "a.npz"
+    info = prepare_imagenet(out, per_class=N_PER_CLASS, image_size=SIZE,
+                            archive=imagenet_files["archive"], labels_file=labels_file)
+    stimuli = _load(out)
+    assert len(stimuli["ids"]) == N_IMAGES  # every image, as each class has exactly 6
+    assert info["label_space"] == "as_given"
+    reference = tmp_path / "b.npz"
+    prepare_imagenet(reference, per_class=N_PER_CLASS, image_size=SIZE,
+                     archive=imagenet_files["archive"], devkit=imagenet_files["devkit"])
+    np.testing.assert_array_equal(stimuli["labels"], _load(reference)["labels"])
+
+
+def test_devkit_without_meta_uses_id_minus_one(imagenet_files, tmp_path, caplog):
+    devkit = _devkit(tmp_path / "devkit.tar.gz", with_meta=False)
+    with caplog.at_level(logging.WARNING, logger="motalign.sources"):
+        info = prepare_imagenet(tmp_path / "a.npz", per_class=2, image_size=SIZE,
+                                archive=imagenet_files["archive"], devkit=devkit)
+    assert info["label_space"] == "ilsvrc2012_id_minus_1"
+    stimuli = _load(tmp_path / "a.npz")
+    for name, label in zip(stimuli["ids"], stimuli["labels"]):
+        assert label == GT_IDS[int(name.rsplit("_", 1)[1]) - 1] - 1
+    assert any("meta.mat" in r.getMessage() for r in caplog.records)
+
+
+def test_imagenet_archive_errors(imagenet_files, tmp_path):
+    archive, devkit = imagenet_files["archive"], imagenet_files["devkit"]
+    missing = tmp_path / "nowhere" / "ILSVRC2012_img_val.tar"
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        prepare_imagenet(tmp_path / "o.npz", archive=missing, devkit=devkit)
+    with pytest.raises(FileNotFoundError, match="no_devkit.tar.gz"):
+        prepare_imagenet(tmp_path / "o.npz", archive=archive, devkit=tmp_path / "no_devkit.tar.gz")
+    bad_devkit = _devkit(tmp_path / "bad.tar.gz", with_ground_truth=False)
+    with pytest.raises(ValueError, match="ILSVRC2012_validation_ground_truth.txt"):
+        prepare_imagenet(tmp_path / "o.npz", archive=archive, devkit=bad_devkit)
+    short = tmp_path / "short.txt"
+    short.write_text("0\n1\n2\n")
+    with pytest.raises(ValueError, match="3 labels.*30 validation images"):
+        prepare_imagenet(tmp_path / "o.npz", archive=archive, labels_file=short)
+    with pytest.raises(ValueError, match="exactly one"):
+        prepare_imagenet(tmp_path / "o.npz", archive=archive)
+    too_few = r"class 0 \(n01440764\) has only 6 images, fewer than per_class=7"
+    with pytest.raises(ValueError, match=too_few):
+        prepare_imagenet(tmp_path / "o.npz", per_class=7, archive=archive, devkit=devkit)
+    assert not (tmp_path / "o.npz").exists()
+
+
+def test_select_per_class_is_order_independent():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 10)
+    numbers = rng.permutation(np.arange(1, 41))
+    chosen = select_per_class(labels, numbers, per_class=3, seed=5)
+    perm = rng.permutation(40)
+    chosen_perm = select_per_class(labels[perm], numbers[perm], per_class=3, seed=5)
+    assert sorted(numbers[chosen]) == sorted(numbers[perm][chosen_perm])
+    assert list(numbers[chosen]) == sorted(numbers[chosen])
+    assert np.all(np.bincount(labels[chosen]) == 3)
+
+
+# --------------------------------------------------------------------------- hub variant
+HUB_SHARDS = ("data/validation-00000-of-00002.parquet", "data/validation-00001-of-00002.parquet")
+
+
+def _hub_shards():
+    """The validation split as the hub stores it: image {bytes, path} + label (sorted-WNID)."""
+    order = np.random.default_rng(3).permutation(np.arange(1, N_IMAGES + 1))
+    shards = []
+    for part in np.array_split(order, 2):
+        rows = [int(n) for n in part]
+        table = pa.table({
+            "image": pa.array([{"bytes": _jpeg(n),
+                                "path": f"ILSVRC2012_val_{n:08d}_{WNIDS_BY_ID[GT_IDS[n - 1]]}.JPEG"}
+                               for n in rows],
+                              pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+            "label": pa.array([INDEX_OF_ID[GT_IDS[n - 1]] for n in rows], pa.int64()),
+        })
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer, row_group_size=7)
+        shards.append(buffer.getvalue())
+    return shards
+
+
+def test_imagenet_default_shards_are_the_hub_validation_files():
+    assert len(IMAGENET_VAL_SHARDS) == 14
+    assert IMAGENET_VAL_SHARDS[0] == "data/validation-00000-of-00014.parquet"
+    assert IMAGENET_VAL_SHARDS[-1] == "data/validation-00013-of-00014.parquet"
+
+
+def test_prepare_imagenet_from_gated_hub(hub, imagenet_files, tmp_path, monkeypatch):
+    for shard, data in zip(HUB_SHARDS, _hub_shards()):
+        hub.add_hub_file("ILSVRC/imagenet-1k", "main", shard, data, token="hf_test", gated=True)
+    kwargs = dict(per_class=4, seed=0, image_size=SIZE, cache_dir=tmp_path / "cache",
+                  shards=HUB_SHARDS, **FAST)
+
+    with pytest.raises(PermissionError) as info:
+        prepare_imagenet(tmp_path / "hub.npz", **kwargs)
+    message = str(info.value)
+    assert "HF_TOKEN" in message
+    assert "https://huggingface.co/datasets/ILSVRC/imagenet-1k" in message
+    assert not (tmp_path / "hub.npz").exists()
+    assert len(hub.requests) == 1  # not retried
+
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    out = tmp_path / "hub.npz"
+    info = prepare_imagenet(out, **kwargs)
+    stimuli = _load(out)
+    assert stimuli["images"].shape == (20, SIZE, SIZE, 3)
+    assert info["source"] == "huggingface" and info["ids_from"] == "image_path"
+    assert set(info["shard_sha256"]) == set(HUB_SHARDS)
+    _check_images(stimuli)
+    for request in hub.requests[1:]:
+        assert request.headers["Authorization"] == "Bearer hf_test"
+        assert request.path.startswith("/datasets/ILSVRC/imagenet-1k/resolve/main/data/")
+
+    n_requests = len(hub.requests)
+    prepare_imagenet(tmp_path / "again.npz", **kwargs)  # cached, verified shards
+    assert len(hub.requests) == n_requests
+    np.testing.assert_array_equal(_load(tmp_path / "again.npz")["images"], stimuli["images"])
+
+    # the same images as from the archive with the devkit's ground truth
+    reference = tmp_path / "archive.npz"
+    prepare_imagenet(reference, per_class=4, seed=0, image_size=SIZE,
+                     archive=imagenet_files["archive"], devkit=imagenet_files["devkit"])
+    expected = _load(reference)
+    for key in ("ids", "labels", "images"):
+        np.testing.assert_array_equal(stimuli[key], expected[key])
+
+
+def test_hub_class_too_small_names_the_class(hub, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    for shard, data in zip(HUB_SHARDS, _hub_shards()):
+        hub.add_hub_file("ILSVRC/imagenet-1k", "main", shard, data, token="hf_test")
+    with pytest.raises(ValueError, match="class 0 has only 6 images"):
+        prepare_imagenet(tmp_path / "x.npz", per_class=10, image_size=SIZE,
+                         cache_dir=tmp_path / "cache", shards=HUB_SHARDS, **FAST)
+    with pytest.raises(ValueError, match="cache_dir"):
+        prepare_imagenet(tmp_path / "x.npz", shards=HUB_SHARDS, **FAST)
+
+
+def test_hub_rows_without_paths_get_row_order_ids(hub, tmp_path, caplog):
+    numbers = list(range(1, N_IMAGES + 1))
+    table = pa.table({
+        "image": pa.array([{"bytes": _jpeg(n)} for n in numbers],
+                          pa.struct([("bytes", pa.binary())])),
+        "label": pa.array([INDEX_OF_ID[GT_IDS[n - 1]] for n in numbers], pa.int64()),
+    })
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    shard = ("data/validation-00000-of-00001.parquet",)
+    hub.add_hub_file("ILSVRC/imagenet-1k", "main", shard[0], buffer.getvalue())
+    with caplog.at_level(logging.WARNING, logger="motalign.sources"):
+        info = prepare_imagenet(tmp_path / "x.npz", per_class=2, image_size=SIZE,
+                                cache_dir=tmp_path / "cache", shards=shard, **FAST)
+    assert info["ids_from"] == "row_order"
+    _check_images(_load(tmp_path / "x.npz"))
+    assert any("row order" in r.getMessage() for r in caplog.records)
