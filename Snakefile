@@ -34,9 +34,14 @@ include: "workflow/rules/alignment.smk"
 include: "workflow/rules/baselines.smk"
 include: "workflow/rules/subsampling.smk"
 include: "workflow/rules/three_level.smk"
+include: "workflow/rules/report.smk"
+
+
+report: "workflow/report/workflow.rst"
 
 
 rule all:
     input:
         all_targets(),
+        report_targets(),
     default_target: True

@@ -25,7 +25,7 @@ TEST_CONFIG = ROOT / "config" / "test.yaml"
 
 def snakemake(workdir, *args, configfile=TEST_CONFIG, check=True):
     command = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir),
-               "--cores", "2", "--configfile", str(configfile), *args]
+               *args, "--cores", "2", "--configfile", str(configfile)]
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(command)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
@@ -119,13 +119,19 @@ def test_finished_run_reruns_nothing(run):
 
 
 def test_deleting_an_output_rebuilds_only_its_dependents(run):
+    downstream = {"collect_scores", "table", "figure", "all"}
     outer = run / "results" / "mot" / "vit" / "mot_r" / "dinov2_s~mae_b" / "seed1.json"
     outer.unlink()
-    assert planned_jobs(run) == {"outer_ot": 1, "collect_scores": 1, "all": 1}
+    jobs = planned_jobs(run)
+    assert jobs["outer_ot"] == 1 and jobs["collect_scores"] == 1
+    assert jobs["table"] == 4  # table3, tableD1, tableD2, tableG1 summarise this pair
+    assert jobs["figure"] == 2  # figure4 and figureD1 show it
+    assert set(jobs) <= {"outer_ot"} | downstream
     shard = run / "results" / "inner" / "llm" / "mot" / "qwen_s~llama_s" / "seed0" / "shard0.npz"
     shard.unlink()
     jobs = planned_jobs(run)
-    assert jobs == {"inner_ot": 1, "outer_ot": 2, "collect_scores": 2, "all": 1}
+    assert jobs["inner_ot"] == 1 and jobs["outer_ot"] == 2 and jobs["collect_scores"] == 2
+    assert set(jobs) <= {"inner_ot", "outer_ot"} | downstream
     snakemake(run, "-q")
     assert planned_jobs(run) == {}
 
@@ -138,6 +144,9 @@ def test_interrupted_run_resumes_without_redoing_shards(run):
     (run / "results" / "scores" / "nsd.csv").unlink()
     jobs = planned_jobs(run)
     assert "inner_ot" not in jobs and jobs["outer_ot"] == 2
+    assert set(jobs) <= {"outer_ot", "collect_scores", "table", "figure", "all"}
+    snakemake(run, "-q")
+    assert planned_jobs(run) == {}
 
 
 def test_paper_dag_plans_offline(tmp_path):
@@ -166,3 +175,39 @@ def test_lint_is_clean():
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0
     assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+
+
+def test_tables_and_figures_summarise_the_scores(run):
+    tables = run / "results" / "tables"
+    rows = read_csv(run / "results" / "scores" / "nsd.csv")
+    mot = [float(r["score"]) for r in rows if r["coupling"] == "mot"]
+    (table2,) = read_csv(tables / "table2.csv")
+    assert (table2["model_1"], table2["model_2"]) == ("Subject A", "Subject B")
+    assert float(table2["MOT mean"]) == pytest.approx(np.mean(mot), abs=1e-6)
+    assert float(table2["MOT std"]) == pytest.approx(np.std(mot, ddof=1), abs=1e-6)
+    assert int(table2["MOT n_seeds"]) == 2
+    for table_id in ("table1", "table2", "tableC1", "table3", "tableD1", "tableD2", "tableE1", "tableE2",
+                     "tableE3", "tableF1", "tableG1", "tableH1"):
+        for ext in ("csv", "md", "tex"):
+            assert (tables / f"{table_id}.{ext}").stat().st_size > 0
+    (e1,) = read_csv(tables / "tableE1.csv")
+    assert e1["model_1"] == "Subject" and float(e1["MOT+R mean"]) != 0
+    figures = run / "results" / "figures"
+    for figure_id in ("figure2", "figure3", "figure4", "figure5", "figureB1", "figureC1", "figureD1",
+                      "figureE1", "figureH1", "figureI1", "figureJ1"):
+        assert (figures / f"{figure_id}.png").read_bytes()[:4] == b"\x89PNG"
+        assert (figures / f"{figure_id}.pdf").read_bytes()[:4] == b"%PDF"
+
+
+def test_a_deleted_table_comes_back_with_its_named_target_alone(run):
+    (run / "results" / "tables" / "table1.md").unlink()
+    assert planned_jobs(run, "table1") == {"table": 1, "table1": 1}
+    snakemake(run, "table1", "-q")
+    assert (run / "results" / "tables" / "table1.md").exists()
+    assert planned_jobs(run) == {}
+
+
+def test_report_bundles_every_table_and_figure(run):
+    snakemake(run, "--report", "report.html")
+    html = (run / "report.html").read_text(errors="replace")
+    assert "table1" in html and "figure5" in html

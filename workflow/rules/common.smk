@@ -72,6 +72,11 @@ def pair_key(source, target):
     return f"{source}~{target}"
 
 
+def experiment_seeds(experiment):
+    """An experiment's split seeds: its own `seeds`, or the global ones."""
+    return config["experiments"][experiment].get("seeds", config["seeds"])
+
+
 def experiment_jobs(experiment):
     """(method, source, target, seed) of every outer-OT job of an experiment."""
     spec = config["experiments"][experiment]
@@ -79,7 +84,7 @@ def experiment_jobs(experiment):
         (method, source, target, seed)
         for method in spec["methods"]
         for source, target in spec["pairs"]
-        for seed in config["seeds"]
+        for seed in experiment_seeds(experiment)
     ]
 
 
@@ -104,7 +109,7 @@ def baseline_jsons(kind=None):
         for k, experiments in config.get("baselines", {}).items()
         if kind in (None, k)
         for experiment in experiments
-        for seed in config["seeds"]
+        for seed in experiment_seeds(experiment)
     ]
 
 
@@ -137,7 +142,7 @@ def intermediate_targets():
             targets += [json_path, json_path[: -len(".json")] + ".npz"]
             targets += shard_paths(experiment, method, source, target, seed)
         targets += [network_path(spec["dataset"], n) for pair in spec["pairs"] for n in pair]
-        targets += [split_path(spec["dataset"], seed) for seed in config["seeds"]]
+        targets += [split_path(spec["dataset"], seed) for seed in experiment_seeds(experiment)]
     targets += subsampling_jsons()
     three = config.get("three_level")
     if three:
@@ -245,3 +250,61 @@ def block_revisions(block):
 
 
 SUBSAMPLING = config.get("subsampling") or {}
+
+
+# --- used by report.smk
+
+from motalign.reporting import TABLES, figure_specs, table_experiments, table_ids
+
+TABLE_IDS = table_ids(config)
+FIGURES = figure_specs(config)
+COMPARE_WITH_PAPER = config.get("report", {}).get("compare_with_paper", False)
+
+
+def table_outputs(table_id):
+    outputs = [R("tables", f"{table_id}.{ext}") for ext in ("csv", "md", "tex")]
+    if COMPARE_WITH_PAPER:
+        outputs.append(R("tables", f"{table_id}_vs_paper.md"))
+    return outputs
+
+
+def table_inputs(wildcards):
+    experiments = table_experiments(wildcards.table_id, config)
+    inputs = {"scores": [experiment_scores(e) for e in experiments]}
+    kind = TABLES[wildcards.table_id].kind
+    if kind in ("global", "linear_predictivity"):
+        inputs["baselines"] = [R("baselines", kind, e, f"seed{s}.json") for e in experiments for s in experiment_seeds(e)]
+    return inputs
+
+
+def figure_input_map(wildcards):
+    """{(source, target, method): (outer json paths, outer npz paths)} for pair figures,
+    else {"files": [...]}."""
+    spec = FIGURES[wildcards.figure_id]
+    if spec.kind == "pairs":
+        out = {}
+        for source, target in spec.pairs:
+            for _, method, _ in spec.variants:
+                jsons = [outer_json(spec.experiment, method, source, target, s)
+                         for s in experiment_seeds(spec.experiment)]
+                out[source, target, method] = (jsons, [j[: -len(".json")] + ".npz" for j in jsons])
+        return out
+    if spec.kind in ("linear_predictivity", "rsa"):
+        return {"files": baseline_jsons(spec.kind)}
+    if spec.kind == "subsampling":
+        return {"files": [R("scores", "subsampling.csv")]}
+    key = pair_key(THREE["source"], THREE["target"])
+    return {"files": [R("three_level", f"{key}.npz"), R("three_level", f"{key}.json")]}
+
+
+def figure_inputs(wildcards):
+    files = []
+    for value in figure_input_map(wildcards).values():
+        files += value if isinstance(value, list) else value[0] + value[1]
+    return {"files": files}
+
+
+def report_targets():
+    targets = [t for table_id in TABLE_IDS for t in table_outputs(table_id)]
+    targets += [R("figures", f"{f}.{ext}") for f in FIGURES for ext in ("pdf", "png")]
+    return targets
