@@ -38,7 +38,7 @@ def test_paper_config_covers_the_spec():
 @pytest.mark.parametrize("edit, key", [
     (lambda c: c["experiments"]["llm"]["pairs"].append(["llama_s", "nope"]), r"experiments\.llm\.pairs\[6\]: network 'nope'"),
     (lambda c: c["experiments"]["llm"].update(dataset="digits"), r"experiments\.llm\.pairs\[0\]: text model"),
-    (lambda c: c["experiments"]["vit"]["pairs"].append(["subjA", "mae_b"]), r"experiments\.vit\.pairs\[3\]: brain 'subjA'"),
+    (lambda c: c["experiments"]["vit"]["pairs"].append(["subjA", "mae_b"]), r"experiments\.vit\.pairs\[10\]: brain 'subjA'"),
     (lambda c: c["models"]["llama_s"]["train"].update(dataset="digits"), r"models\.llama_s\.train\.dataset"),
     (lambda c: c["three_level"]["revisions"].append("step999"), r"three_level\.revisions: \['step999'\]"),
     (lambda c: c["baselines"].update(rsa=["missing"]), r"baselines\.rsa: unknown experiment 'missing'"),

@@ -321,7 +321,9 @@ def plot_panels(groups: list, out_pdf, out_png, title: str = "") -> None:
             ax.set_ylabel(panel.row_title, fontsize=8)
             ax.tick_params(labelsize=6)
     if title:
-        fig.suptitle(title, fontsize=10)
+        import textwrap
+
+        fig.suptitle(textwrap.fill(title, 45 * n_cols), fontsize=10)
     fig.tight_layout()
     _save(fig, out_pdf, out_png)
     plt.close(fig)
@@ -368,7 +370,9 @@ def plot_subsampling(csv_path, out_pdf, out_png, title: str = "") -> None:
     ax.set_ylabel("held-out reconstruction score")
     ax.legend(fontsize=8)
     if title:
-        ax.set_title(title, fontsize=9)
+        import textwrap
+
+        ax.set_title(textwrap.fill(title, 60), fontsize=8)
     fig.tight_layout()
     _save(fig, out_pdf, out_png)
     plt.close(fig)
