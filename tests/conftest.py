@@ -1,7 +1,25 @@
 """Shared synthetic networks with planted answers."""
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
+
+
+def _load_loopback():
+    """tests/fixtures/loopback.py, importable under any pytest import mode."""
+    name = "motalign_tests_loopback"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / "fixtures" / "loopback.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+LoopbackServer = _load_loopback().LoopbackServer
 
 
 def random_network(rng, n_layers, width, n_stimuli):

@@ -2,10 +2,7 @@
 digests, sidecars, and the hub's resolve URLs."""
 
 import hashlib
-import importlib.util
 import socket
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -19,18 +16,7 @@ from motalign.download import (
 )
 
 
-def _load_loopback():
-    name = "motalign_tests_loopback"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).parent / "fixtures" / "loopback.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-LoopbackServer = _load_loopback().LoopbackServer
+from conftest import LoopbackServer  # noqa: E402
 
 DATA = bytes(range(256)) * 40  # 10,240 bytes
 DIGEST = hashlib.sha256(DATA).hexdigest()

@@ -3,13 +3,10 @@ emulation of the Hugging Face hub: STS-B parquet, ILSVRC2012 validation tar + de
 the gated ImageNet parquet shards."""
 
 import hashlib
-import importlib.util
 import io
 import json
 import logging
-import sys
 import tarfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,18 +27,7 @@ from motalign.sources import (  # noqa: E402
 )
 
 
-def _load_loopback():
-    name = "motalign_tests_loopback"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).parent / "fixtures" / "loopback.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-LoopbackServer = _load_loopback().LoopbackServer
+from conftest import LoopbackServer  # noqa: E402
 
 
 @pytest.fixture

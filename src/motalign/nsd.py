@@ -751,6 +751,16 @@ def subject_responses(root, subject, *, sessions=None, regions=REGIONS, min_repe
 # --------------------------------------------------------------------------- stimuli
 
 
+def check_nsd_ids(nsd_ids) -> np.ndarray:
+    """``nsd_ids`` as a 1-D int64 array of (1-based) NSD ids, or a ValueError."""
+    ids = np.asarray(nsd_ids)
+    if ids.ndim != 1:
+        raise ValueError(f"nsd_ids must be 1-D, got shape {ids.shape}")
+    if ids.size and (not np.issubdtype(ids.dtype, np.number) or np.any(ids != np.round(ids))):
+        raise ValueError("nsd_ids must be integers (1-based NSD ids)")
+    return ids.astype(np.int64)
+
+
 def read_stimuli(source, nsd_ids) -> np.ndarray:
     """Images of ``nsd_ids`` from ``nsd_stimuli.hdf5`` (dataset ``imgBrick``).
 
@@ -774,12 +784,7 @@ def read_stimuli(source, nsd_ids) -> np.ndarray:
     """
     import h5py
 
-    ids = np.asarray(nsd_ids)
-    if ids.ndim != 1:
-        raise ValueError(f"nsd_ids must be 1-D, got shape {ids.shape}")
-    if ids.size and (not np.issubdtype(ids.dtype, np.number) or np.any(ids != np.round(ids))):
-        raise ValueError("nsd_ids must be integers (1-based NSD ids)")
-    ids = ids.astype(np.int64)
+    ids = check_nsd_ids(nsd_ids)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.is_dir():

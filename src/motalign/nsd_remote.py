@@ -1029,12 +1029,7 @@ def read_local_shared(path, nsd_ids=None):
             raise ValueError(f"{path}: 'images' has {dset.shape[0]} rows but 'nsd_ids' {have.size}")
         if nsd_ids is None:
             return have, dset[...]
-        ids = np.asarray(nsd_ids)
-        if ids.ndim != 1:
-            raise ValueError(f"nsd_ids must be 1-D, got shape {ids.shape}")
-        if ids.size and (not np.issubdtype(ids.dtype, np.number) or np.any(ids != np.round(ids))):
-            raise ValueError("nsd_ids must be integers (1-based NSD ids)")
-        ids = ids.astype(np.int64)
+        ids = nsd.check_nsd_ids(nsd_ids)
         if not ids.size:
             return np.empty((0,) + tuple(dset.shape[1:]), dtype=dset.dtype)
         order = np.argsort(have, kind="stable")
