@@ -78,9 +78,10 @@ def prepare_text_stimuli(source, out, *, deduplicate: bool = True) -> dict:
     return {"n_sentences": len(sentences), "n_lines": len(lines), "source": str(source)}
 
 
-def prepare_digit_images(out, *, n_images: int, image_size: int, seed: int = 0) -> dict:
+def digit_images(*, n_images: int, image_size: int, seed: int = 0) -> dict:
     """Handwritten digits shipped with scikit-learn (8 x 8 greyscale), a seeded class-balanced
-    selection, upsampled to ``image_size`` and replicated to RGB uint8."""
+    selection, upsampled to ``image_size`` and replicated to RGB uint8: ``ids``, ``images``,
+    ``labels``."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -98,9 +99,15 @@ def prepare_digit_images(out, *, n_images: int, image_size: int, seed: int = 0) 
     factor = -(-image_size // 8)
     images = np.kron(images, np.ones((factor, factor)))[:, :image_size, :image_size]
     images = np.repeat((images * 255).round().astype(np.uint8)[..., None], 3, axis=-1)
-    ids = np.array([f"digit{i:04d}" for i in chosen])
-    save_npz(out, ids=ids, images=images, labels=digits.target[chosen].astype(np.int64))
-    return {"n_images": int(len(chosen))}
+    return {"ids": np.array([f"digit{i:04d}" for i in chosen]), "images": images,
+            "labels": digits.target[chosen].astype(np.int64)}
+
+
+def prepare_digit_images(out, *, n_images: int, image_size: int, seed: int = 0) -> dict:
+    """Write :func:`digit_images` as a stimuli file."""
+    digits = digit_images(n_images=n_images, image_size=image_size, seed=seed)
+    save_npz(out, **digits)
+    return {"n_images": int(len(digits["ids"]))}
 
 
 def prepare_nsd_images(nsd_root, out) -> dict:
@@ -161,9 +168,7 @@ def simulate_nsd(out_root, *, subjects, n_images, n_shared, n_specific, n_sessio
     """A miniature NSD in the real file layout, its images drawn from scikit-learn's digits."""
     from . import nsd
 
-    with atomic_path(Path(out_root).with_suffix(".images.npz")) as tmp:
-        prepare_digit_images(tmp, n_images=n_images, image_size=32, seed=seed)
-        images = read_stimuli(tmp)["images"]
+    images = digit_images(n_images=n_images, image_size=32, seed=seed)["images"]
     return nsd.simulate_nsd(out_root, images, subjects=tuple(subjects), n_shared=n_shared,
                             n_specific=n_specific,
                             n_sessions=n_sessions, volume_shape=tuple(volume_shape), seed=seed)
