@@ -87,6 +87,8 @@ def test_activation_stores_and_splits(run):
     with np.load(run / "results" / "splits" / "sentences" / "seed0.npz") as split:
         assert len(split["fit"]) == round(0.8 * n)
         assert not set(split["fit"]) & set(split["held_out"])
+    counts = read_csv(run / "results" / "data" / "nsd_shared_voxel_counts.csv")
+    assert len(counts) == 2 * 7 and all(int(r["voxels"]) > 0 for r in counts)
     with ActivationStore(run / "results" / "brains" / "nsd_shared" / "subjA.npz") as brain, \
             ActivationStore(run / "results" / "activations" / "nsd_shared" / "mae_b.npz") as model:
         assert list(brain.stimulus_ids) == list(model.stimulus_ids)

@@ -559,3 +559,19 @@ def download_nsd(out_root, *, subjects, sessions=None) -> dict:
     shared = nsd_remote.fetch_shared_stimuli(out_root, client=client, block_size=256 * 1024)
     return {"files": summary["files"], "bytes": summary["bytes"],
             "shared_images": shared["n_images"], "stimuli_bytes_fetched": shared["bytes_fetched"]}
+
+
+def nsd_voxel_counts(brain_paths: dict, out_csv) -> int:
+    """Voxels per region and subject (``{brain name: response file}``), as a CSV."""
+    rows = []
+    for brain, path in brain_paths.items():
+        with ActivationStore(path) as store:
+            subject = store.metadata.get("subject", brain)
+            for region, width in zip(store.layer_names, store.widths):
+                rows.append({"brain": brain, "subject": subject, "region": region, "voxels": width,
+                             "images": len(store.stimulus_ids)})
+    with atomic_path(out_csv) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["brain", "subject", "region", "voxels", "images"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return len(rows)

@@ -153,8 +153,17 @@ def intermediate_targets():
     return list(dict.fromkeys(targets))
 
 
+def nsd_datasets():
+    """NSD data sets on which some experiment pairs brains (their voxel counts are reported)."""
+    return sorted({
+        spec["dataset"] for spec in config["experiments"].values()
+        if any(network_kind(config, n) == "brain" for pair in spec["pairs"] for n in pair)
+    })
+
+
 def all_targets():
     targets = [experiment_scores(e) for e in config["experiments"]]
+    targets += [R("data", f"{d}_voxel_counts.csv") for d in nsd_datasets()]
     targets += baseline_jsons()
     if config.get("subsampling"):
         targets.append(R("scores", "subsampling.csv"))

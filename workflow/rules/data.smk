@@ -86,3 +86,17 @@ rule download_nsd:
         "../../envs/data.yaml"
     script:
         "../scripts/download_nsd.py"
+
+
+rule nsd_voxel_counts:
+    input:
+        unpack(lambda wc: {b: network_path(wc.dataset, b) for b in config.get("brains", {})}),
+    output:
+        R("data", "{dataset}_voxel_counts.csv"),
+    log:
+        R("logs", "nsd_voxel_counts", "{dataset}.log"),
+    localrule: True
+    conda:
+        "../../envs/data.yaml"
+    script:
+        "../scripts/nsd_voxel_counts.py"
