@@ -67,7 +67,13 @@ def test_new_data_must_match_fit_widths(nets):
 def test_parameter_and_state_errors(nets):
     X, Y = nets
     with pytest.raises(ValueError, match="solver must be one of"):
-        MOT(solver="sinkhorn").fit(X, Y)
+        MOT(solver="network_simplex").fit(X, Y)
+    with pytest.raises(ValueError, match="device must be one of"):
+        MOT(device="tpu").fit(X, Y)
+    with pytest.raises(ValueError, match="n_jobs must be"):
+        MOT(n_jobs=0).fit(X, Y)
+    with pytest.raises(ValueError, match="epsilon must be a positive"):
+        MOT(solver="sinkhorn", epsilon=0.0).fit(X, Y)
     with pytest.raises(ValueError, match="not fitted"):
         MOT().score(X, Y)
     with pytest.raises(ValueError, match="rotation=False"):

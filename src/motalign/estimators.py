@@ -5,8 +5,6 @@ Paper Sec. 2.2 (MOT) and 2.3 (MOT+R); conventions of SPEC §1.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator
@@ -16,25 +14,14 @@ from ._validation import Layers, check_layers, check_like_fit, check_paired
 from .couplings import COUPLINGS, check_coupling_name, layer_couplings
 from .metrics import columnwise_pearson
 from .preprocessing import LayerStats
+from .engine import SOLVERS, EngineOptions, InnerAlignment, engine_options, inner_alignment
 from .rotation import rotation_alignment
 from .solvers import correlation_ot, exact_ot
 
-SOLVERS = ("exact",)
 
 #: MOT+R keeps every layer pair's rotation during a fit when they fit in this many bytes;
 #: otherwise it keeps none and recomputes those that the couplings use afterwards.
 ROTATION_CACHE_BYTES = 2 * 1024**3
-
-
-@dataclass
-class InnerAlignment:
-    """Inner level of MOT for every layer pair: costs ``C`` (L x M), neuron plans ``Q_lm``
-    (sparse, total mass 1), and for MOT+R the rotations and objective histories."""
-
-    cost: np.ndarray
-    plans: list | None
-    rotations: dict
-    histories: dict
 
 
 def fit_stats(layers: Layers) -> list[LayerStats]:
@@ -63,29 +50,16 @@ def align_layer_pairs(
     tol: float = 1e-7,
     keep_plans: bool = True,
     keep_rotations: bool = True,
+    options: EngineOptions | None = None,
 ) -> InnerAlignment:
-    """Run the inner OT (Eq. of Sec. 2.2.1, or the MOT+R objective of Sec. 2.3) on every
-    layer pair.  Layers are z-scored one pair at a time, so memory grows with one pair's
-    cost matrix, not with L x M of them."""
-    n_x, n_y = x.n_layers, y.n_layers
-    cost = np.empty((n_x, n_y))
-    plans = [[None] * n_y for _ in range(n_x)] if keep_plans else None
-    rotations, histories = {}, {}
-    for l in range(n_x):
-        xz = x_stats[l].transform(x.arrays[l])
-        gram_x = xz.T @ xz if rotation else None
-        for m in range(n_y):
-            yz = y_stats[m].transform(y.arrays[m])
-            plan, cost[l, m], history, rotation_matrix = align_pair(
-                xz, yz, rotation=rotation, gram_x=gram_x, max_iter=max_iter, tol=tol
-            )
-            if rotation:
-                histories[l, m] = history
-                if keep_rotations:
-                    rotations[l, m] = rotation_matrix
-            if keep_plans:
-                plans[l][m] = plan
-    return InnerAlignment(cost=cost, plans=plans, rotations=rotations, histories=histories)
+    """Run the inner OT (Eq. 2 of Sec. 2.2.1, or the MOT+R objective of Sec. 2.3) on every
+    layer pair with the inner-OT engine (:mod:`motalign.engine`): each layer z-scored once,
+    cost blocks by GEMM, layer pairs in parallel, memory bounded by ``n_jobs`` pairs' cost
+    matrices."""
+    return inner_alignment(
+        x.arrays, y.arrays, x_stats, y_stats, rotation=rotation, max_iter=max_iter, tol=tol,
+        keep_plans=keep_plans, keep_rotations=keep_rotations, options=options,
+    )
 
 
 def two_level_objective(cost: np.ndarray) -> tuple[np.ndarray, float]:
@@ -102,8 +76,20 @@ class MOT(BaseEstimator):
     ----------
     rotation : bool
         Fit MOT+R: a rotation ``R_lm`` per layer pair, alternated with the neuron plan.
-    solver : {"exact"}
-        Inner and outer OT solver; "exact" is the network simplex / assignment solver.
+    solver : {"exact", "sinkhorn"}
+        Inner OT solver.  "exact" (default): assignment solver for equal widths, network
+        simplex otherwise.  "sinkhorn": batched log-domain Sinkhorn with epsilon-scaling,
+        rounded onto the transport polytope (torch; on the GPU when ``device`` gives one);
+        each pair's certified gap to the exact optimum is in ``inner_gap_bound_``.  The
+        outer OT is always exact.
+    device : {"cpu", "cuda", "auto"} or "cuda:N"
+        Where the inner level runs.  "cuda": cost GEMMs (and Sinkhorn, MOT+R's batched
+        Procrustes SVDs) on the GPU; with solver="exact" the problems are still solved
+        exactly on the CPU.  "auto": CUDA when a GPU is visible, else CPU.
+    n_jobs : int or None
+        Layer pairs solved in parallel threads (None: 1, -1: every core).
+    epsilon : float
+        Final entropic regularisation of solver="sinkhorn", in cost units.
     random_state : int, numpy Generator/RandomState or None
         Seeds the row permutation of the Perm-P ("random") coupling.
     max_iter, tol : int, float
@@ -121,23 +107,32 @@ class MOT(BaseEstimator):
     n_constant_units_ : {"X": (L,), "Y": (M,)} units constant on the fit stimuli.
     n_iter_ : (L, M) MOT+R alternations per pair (rotation=True only).
     objective_history_ : dict (l, m) -> list of MOT+R costs, non-increasing.
+    inner_gap_bound_ : (L, M) certified bound on ``C[l, m] - exact optimum`` of each pair's
+        inner OT for solver="sinkhorn" (0 for "exact"; NaN for MOT+R, whose Q-step
+        bounds do not bound the reconstruction cost).
 
     Data are given as a sequence of (T x n_l) arrays, or a mapping layer name -> array.
     Reconstructions are in the z-scored units of X (fit statistics); scores are held-out
     Pearson correlations averaged over units, then layers (Sec. 2.2.3).
     """
 
-    def __init__(self, rotation=False, solver="exact", random_state=None, max_iter=30, tol=1e-7):
+    def __init__(self, rotation=False, solver="exact", random_state=None, max_iter=30, tol=1e-7,
+                 device="cpu", n_jobs=None, epsilon=1e-3):
         self.rotation = rotation
         self.solver = solver
+        self.device = device
+        self.n_jobs = n_jobs
+        self.epsilon = epsilon
         self.random_state = random_state
         self.max_iter = max_iter
         self.tol = tol
 
     # ------------------------------------------------------------------ fitting
     def _check_params(self):
-        if self.solver not in SOLVERS:
-            raise ValueError(f"MOT: solver must be one of {SOLVERS}, got {self.solver!r}")
+        try:
+            self._options = engine_options(self.solver, self.device, self.n_jobs, self.epsilon)
+        except ValueError as error:
+            raise ValueError(f"MOT: {error}") from None
         if not isinstance(self.max_iter, (int, np.integer)) or self.max_iter < 0:
             raise ValueError(f"MOT: max_iter must be a non-negative integer, got {self.max_iter!r}")
         if not np.isfinite(self.tol) or self.tol < 0:
@@ -166,6 +161,7 @@ class MOT(BaseEstimator):
         inner = align_layer_pairs(
             x, y, self.x_stats_, self.y_stats_, rotation=bool(self.rotation),
             max_iter=self.max_iter, tol=self.tol, keep_rotations=keep_rotations,
+            options=self._options,
         )
         return self._fit_outer(x, y, inner)
 
@@ -199,6 +195,9 @@ class MOT(BaseEstimator):
 
     def _fit_outer(self, x, y, inner):
         self.cost_ = inner.cost
+        self.inner_gap_bound_ = (
+            inner.gap_bound if inner.gap_bound is not None else np.zeros_like(inner.cost)
+        )
         self.neuron_couplings_ = inner.plans
         self.coupling_, self.objective_ = two_level_objective(self.cost_)
         rng = check_random_state(self.random_state)
@@ -222,14 +221,11 @@ class MOT(BaseEstimator):
         return self
 
     def _recompute_rotations(self, x, y, pairs):
-        rotations = {}
-        for l, m in pairs:
-            xz = self.x_stats_[l].transform(x.arrays[l])
-            yz = self.y_stats_[m].transform(y.arrays[m])
-            rotations[l, m] = align_pair(
-                xz, yz, rotation=True, max_iter=self.max_iter, tol=self.tol
-            )[3]
-        return rotations
+        inner = inner_alignment(
+            x.arrays, y.arrays, self.x_stats_, self.y_stats_, pairs=pairs, rotation=True,
+            max_iter=self.max_iter, tol=self.tol, keep_plans=False, options=self._options,
+        )
+        return inner.rotations
 
     # ------------------------------------------------------------------ accessors
     def _check_fitted(self):

@@ -292,49 +292,55 @@ def check_layer_count(path, expected: int, config_key: str) -> None:
 
 # --------------------------------------------------------------------------- inner OT shards
 def inner_shard(x_path, y_path, split_path, out, *, shard: int, shard_size: int, rotation: bool,
-                max_iter: int = 30, tol: float = 1e-7) -> dict:
+                max_iter: int = 30, tol: float = 1e-7, solver: str = "exact", device: str = "cpu",
+                n_jobs: int | None = None, epsilon: float = 1e-3) -> dict:
     """Inner alignment (correlation OT, or MOT+R) of one shard of layer pairs on the fit
-    stimuli; writes their costs and sparse plans."""
-    from .estimators import align_pair
-    from .preprocessing import standardize
+    stimuli, by the inner-OT engine (:mod:`motalign.engine`); writes their costs, sparse
+    plans, MOT+R histories and (Sinkhorn) gap bounds."""
+    from .engine import engine_options, inner_alignment
 
+    options = engine_options(solver, device, n_jobs, epsilon)
     check_same_stimuli(x_path, y_path)
     fit, _ = read_split(split_path)
     with ActivationStore(x_path) as xs, ActivationStore(y_path) as ys:
         pairs = shard_pairs(xs.n_layers, ys.n_layers, shard_size, shard)
-        x_cache, y_cache = {}, {}
-        rows, cols, vals, ptr, costs, hist, hist_ptr = [], [], [], [0], [], [], [0]
-        start = time.perf_counter()
-        for l, m in pairs:
-            if l not in x_cache:
-                x_cache.clear()
-                x_cache[l] = standardize(np.asarray(xs.layer(l, fit)))[0]
-            if m not in y_cache:
-                y_cache[m] = standardize(np.asarray(ys.layer(m, fit)))[0]
-            plan, cost, history, _ = align_pair(
-                x_cache[l], y_cache[m], rotation=rotation, max_iter=max_iter, tol=tol
-            )
-            coo = plan.tocoo()
-            rows.append(coo.row)
-            cols.append(coo.col)
-            vals.append(coo.data)
-            ptr.append(ptr[-1] + coo.nnz)
-            costs.append(cost)
-            hist.extend(history or [])
-            hist_ptr.append(len(hist))
+        x_arrays = [None] * xs.n_layers
+        y_arrays = [None] * ys.n_layers
+        for l in sorted({l for l, _ in pairs}):
+            x_arrays[l] = np.asarray(xs.layer(l, fit))
+        for m in sorted({m for _, m in pairs}):
+            y_arrays[m] = np.asarray(ys.layer(m, fit))
         shapes = np.array([(xs.widths[l], ys.widths[m]) for l, m in pairs])
+    start = time.perf_counter()
+    inner = inner_alignment(x_arrays, y_arrays, pairs=pairs, rotation=rotation,
+                            max_iter=max_iter, tol=tol, keep_rotations=False, options=options)
+    seconds = time.perf_counter() - start
+    rows, cols, vals, ptr, hist, hist_ptr = [], [], [], [0], [], [0]
+    for l, m in pairs:
+        coo = inner.plans[l][m].tocoo()
+        rows.append(coo.row)
+        cols.append(coo.col)
+        vals.append(coo.data)
+        ptr.append(ptr[-1] + coo.nnz)
+        hist.extend(inner.histories.get((l, m), []))
+        hist_ptr.append(len(hist))
     save_npz(
-        out, pairs=np.array(pairs, dtype=np.int64).reshape(-1, 2), cost=np.array(costs),
-        shapes=shapes, plan_ptr=np.array(ptr), plan_row=np.concatenate(rows),
-        plan_col=np.concatenate(cols), plan_val=np.concatenate(vals),
+        out, pairs=np.array(pairs, dtype=np.int64).reshape(-1, 2),
+        cost=np.array([inner.cost[l, m] for l, m in pairs]),
+        gap_bound=np.array([inner.gap_bound[l, m] for l, m in pairs]),
+        shapes=shapes.reshape(-1, 2), plan_ptr=np.array(ptr),
+        plan_row=np.concatenate(rows), plan_col=np.concatenate(cols),
+        plan_val=np.concatenate(vals),
         history=np.array(hist, dtype=np.float64), history_ptr=np.array(hist_ptr),
     )
-    return {"pairs": len(pairs), "seconds": time.perf_counter() - start}
+    return {"pairs": len(pairs), "seconds": seconds, "solver": options.solver,
+            "device": options.device, "n_jobs": options.n_jobs}
 
 
 def read_shards(paths, n_source: int, n_target: int):
     """Assemble ``(cost, plans, histories)`` from shard files; every pair exactly once."""
     cost = np.full((n_source, n_target), np.nan)
+    gap = np.zeros((n_source, n_target))
     plans = [[None] * n_target for _ in range(n_source)]
     histories = {}
     for path in paths:
@@ -349,12 +355,14 @@ def read_shards(paths, n_source: int, n_target: int):
                     shape=tuple(s["shapes"][k]),
                 )
                 cost[l, m] = s["cost"][k]
+                if "gap_bound" in s:
+                    gap[l, m] = s["gap_bound"][k]
                 h0, h1 = s["history_ptr"][k], s["history_ptr"][k + 1]
                 histories[l, m] = list(s["history"][h0:h1])
     missing = np.argwhere(np.isnan(cost))
     if missing.size:
         raise ValueError(f"layer pairs {missing[:5].tolist()}... are in no shard")
-    return cost, plans, histories
+    return cost, plans, histories, gap
 
 
 # --------------------------------------------------------------------------- outer OT
@@ -368,15 +376,17 @@ def _layer_report(mot, x_held, y_held):
 
 
 def outer_alignment(x_path, y_path, split_path, shard_paths, out_npz, out_json, *, rotation: bool,
-                    seed: int, meta: dict | None = None) -> dict:
-    """Outer OT on the shards' costs, the four couplings and their held-out scores."""
+                    seed: int, meta: dict | None = None, mot: dict | None = None) -> dict:
+    """Outer OT on the shards' costs, the four couplings and their held-out scores.
+    ``mot``: MOT parameters (max_iter, tol, solver, device, epsilon, n_jobs) used where
+    MOT+R rotations are recomputed."""
     from .estimators import MOT
 
     fit, held = read_split(split_path)
     x_fit, x_names, _ = load_network(x_path, fit)
     y_fit, y_names, _ = load_network(y_path, fit)
-    cost, plans, histories = read_shards(shard_paths, len(x_fit), len(y_fit))
-    mot = MOT(rotation=rotation, random_state=seed).fit_from_inner(
+    cost, plans, histories, gap = read_shards(shard_paths, len(x_fit), len(y_fit))
+    mot = MOT(rotation=rotation, random_state=seed, **(mot or {})).fit_from_inner(
         dict(zip(x_names, x_fit)), dict(zip(y_names, y_fit)), cost, plans,
         histories if rotation else None,
     )
@@ -392,8 +402,9 @@ def outer_alignment(x_path, y_path, split_path, shard_paths, out_npz, out_json, 
         "hierarchy": {k: _safe_hierarchy(c) for k, c in mot.layer_couplings_.items()},
         "n_constant_units": {k: v.tolist() for k, v in mot.n_constant_units_.items()},
         "n_fit": int(len(fit)), "n_held_out": int(len(held)),
+        "inner_gap_bound_max": float(np.nanmax(gap)) if np.isfinite(gap).any() else None,
     }
-    save_npz(out_npz, cost=mot.cost_, permutation=mot.permutation_,
+    save_npz(out_npz, cost=mot.cost_, permutation=mot.permutation_, inner_gap_bound=gap,
              **{f"coupling_{k}": v for k, v in mot.layer_couplings_.items()})
     write_json(out_json, result)
     return result
@@ -448,7 +459,7 @@ def baselines(kind: str, pairs: list, split_path, out_json, *, seed: int, meta: 
 
 # --------------------------------------------------------------------------- subsampling
 def subsample_alignment(x_path, y_path, split_path, out_json, *, fraction: float, seed: int,
-                        rotation: bool, meta: dict | None = None) -> dict:
+                        rotation: bool, meta: dict | None = None, mot: dict | None = None) -> dict:
     """Appendix J.1: keep a seeded random ``fraction`` of every target layer's units,
     refit MOT (or MOT+R) and score MOT and Pairwise Best on the held-out split."""
     from .estimators import MOT
@@ -465,7 +476,7 @@ def subsample_alignment(x_path, y_path, split_path, out_json, *, fraction: float
     y_held = [a[held][:, k] for a, k in zip(y_all, keep)]
     del y_all
     x_fit, x_held = load_network(x_path, fit)[0], load_network(x_path, held)[0]
-    mot = MOT(rotation=rotation, random_state=seed).fit(x_fit, y_fit)
+    mot = MOT(rotation=rotation, random_state=seed, **(mot or {})).fit(x_fit, y_fit)
     result = {**(meta or {}), "fraction": fraction, "seed": seed, "rotation": rotation,
               "units_kept": [int(k.size) for k in keep],
               "scores": {name: mot.score(x_held, y_held, name) for name in ("mot", "pairwise_best")}}
@@ -474,7 +485,8 @@ def subsample_alignment(x_path, y_path, split_path, out_json, *, fraction: float
 
 
 # --------------------------------------------------------------------------- three-level MOT
-def three_level_block(x_paths: list, y_paths: list, out, *, rotation: bool = False) -> dict:
+def three_level_block(x_paths: list, y_paths: list, out, *, rotation: bool = False,
+                      mot: dict | None = None) -> dict:
     """Checkpoint costs (two-level MOT objectives, Sec. 3.4) of a block of source
     checkpoints against every target checkpoint, on all stimuli."""
     from ._validation import check_layers
@@ -488,7 +500,7 @@ def three_level_block(x_paths: list, y_paths: list, out, *, rotation: bool = Fal
         check_same_stimuli(x_paths[0], path)
     xs = [network(p, "source checkpoint") for p in x_paths]
     ys = [network(p, "target checkpoint") for p in y_paths]
-    cost = checkpoint_costs(xs, ys, rotation=rotation)
+    cost = checkpoint_costs(xs, ys, rotation=rotation, **(mot or {}))
     save_npz(out, cost=cost)
     return {"shape": list(cost.shape)}
 

@@ -9,6 +9,7 @@ from sklearn.base import BaseEstimator
 
 from ._validation import check_layers, check_paired
 from .couplings import one_hot_rows
+from .engine import engine_options
 from .estimators import align_layer_pairs, fit_stats, two_level_objective
 from .solvers import exact_ot
 
@@ -40,13 +41,21 @@ class ThreeLevelMOT(BaseEstimator):
     checkpoint_coupling_ : (C_A, C_B) plan R, rows sum to 1/C_A, columns to 1/C_B.
     pairwise_best_ : (C_A,) index of each source checkpoint's lowest-cost partner.
     pairwise_best_map_ : (C_A, C_B) that map as a coupling with mass 1/C_A per row.
+
+    ``solver``, ``device``, ``n_jobs`` and ``epsilon`` configure the inner-OT engine as in
+    :class:`motalign.MOT`.
     source_checkpoint_names_, target_checkpoint_names_ : tuples of names.
     """
 
-    def __init__(self, rotation=False, max_iter=30, tol=1e-7):
+    def __init__(self, rotation=False, max_iter=30, tol=1e-7, solver="exact", device="cpu",
+                 n_jobs=None, epsilon=1e-3):
         self.rotation = rotation
         self.max_iter = max_iter
         self.tol = tol
+        self.solver = solver
+        self.device = device
+        self.n_jobs = n_jobs
+        self.epsilon = epsilon
 
     def fit(self, checkpoints_X, checkpoints_Y):
         """``checkpoints_X``: sequence (or mapping) of C_A networks, each a sequence of
@@ -57,7 +66,10 @@ class ThreeLevelMOT(BaseEstimator):
         ys = [check_layers(n, f"target checkpoint {d} ({names_y[d]!r})") for d, n in enumerate(nets_y)]
         for net in xs[1:] + ys:
             check_paired(xs[0], net)
-        cost = checkpoint_costs(xs, ys, rotation=bool(self.rotation), max_iter=self.max_iter, tol=self.tol)
+        cost = checkpoint_costs(
+            xs, ys, rotation=bool(self.rotation), max_iter=self.max_iter, tol=self.tol,
+            solver=self.solver, device=self.device, n_jobs=self.n_jobs, epsilon=self.epsilon,
+        )
         return self.fit_from_costs(cost, names_x, names_y)
 
     def fit_from_costs(self, checkpoint_cost, source_names=None, target_names=None):
@@ -76,9 +88,12 @@ class ThreeLevelMOT(BaseEstimator):
         return self
 
 
-def checkpoint_costs(xs, ys, *, rotation=False, max_iter=30, tol=1e-7) -> np.ndarray:
+def checkpoint_costs(xs, ys, *, rotation=False, max_iter=30, tol=1e-7, solver="exact",
+                     device="cpu", n_jobs=None, epsilon=1e-3) -> np.ndarray:
     """Two-level MOT objective <C, P> for every pair of validated checkpoint networks
-    (``Layers``): the checkpoint cost matrix of Sec. 3.4."""
+    (``Layers``): the checkpoint cost matrix of Sec. 3.4.  The inner levels run on the
+    inner-OT engine (:mod:`motalign.engine`) with the given solver, device and n_jobs."""
+    options = engine_options(solver, device, n_jobs, epsilon)
     x_stats = [fit_stats(net) for net in xs]
     y_stats = [fit_stats(net) for net in ys]
     cost = np.empty((len(xs), len(ys)))
@@ -86,7 +101,7 @@ def checkpoint_costs(xs, ys, *, rotation=False, max_iter=30, tol=1e-7) -> np.nda
         for d, (y, yst) in enumerate(zip(ys, y_stats)):
             inner = align_layer_pairs(
                 x, y, xst, yst, rotation=rotation, max_iter=max_iter, tol=tol,
-                keep_plans=False, keep_rotations=False,
+                keep_plans=False, keep_rotations=False, options=options,
             )
             cost[c, d] = two_level_objective(inner.cost)[1]
     return cost

@@ -16,10 +16,11 @@ rule inner_ot:
         R("logs", "inner_ot", "{experiment}", "{method}", "{source}~{target}", "seed{seed}", "shard{shard}.log"),
     benchmark:
         R("benchmarks", "inner_ot", "{experiment}", "{method}", "{source}~{target}", "seed{seed}", "shard{shard}.tsv")
-    threads: 1
+    threads: MOT_THREADS
     resources:
         mem_mb=inner_resources,
         runtime=120,
+        **MOT_RESOURCES,
     group:
         "inner_ot"
     conda:
@@ -39,6 +40,7 @@ rule outer_ot:
         rotation=lambda wc: METHODS[wc.method],
         meta=lambda wc: {"experiment": wc.experiment, "method": wc.method,
                          "source": wc.source, "target": wc.target},
+        mot=MOT_PARAMS,
     log:
         R("logs", "outer_ot", "{experiment}", "{method}", "{source}~{target}", "seed{seed}.log"),
     benchmark:

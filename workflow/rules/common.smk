@@ -13,7 +13,13 @@ for _dataset in config["datasets"].values():
         _dataset["path"] = os.path.join(workflow.basedir, _dataset["path"])
 
 RESULTS = config["results"]
-MOT_PARAMS = {"max_iter": 30, "tol": 1e-7, **config.get("mot", {})}
+_MOT = {"max_iter": 30, "tol": 1e-7, "solver": "exact", "device": "auto", "epsilon": 1.0e-3,
+        "threads": 1, "gpus": 0, **config.get("mot", {})}
+# Passed to the inner-OT engine (motalign.engine) by every rule that fits MOT; the jobs'
+# `threads` become its n_jobs (layer pairs solved in parallel inside a job).
+MOT_PARAMS = {k: _MOT[k] for k in ("max_iter", "tol", "solver", "device", "epsilon")}
+MOT_THREADS = _MOT["threads"]
+MOT_RESOURCES = dict(gpu=_MOT["gpus"]) if _MOT["gpus"] else {}
 EXTRACTION = {"batch_size": 32, "device": "auto", "gpus": 0, "threads": 1, **config.get("extraction", {})}
 
 

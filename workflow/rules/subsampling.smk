@@ -11,14 +11,16 @@ rule subsample:
         rotation=lambda wc: METHODS[wc.method],
         meta=lambda wc: {"method": wc.method, "source": SUBSAMPLING["source"],
                          "target": SUBSAMPLING["target"]},
+        mot=MOT_PARAMS,
     log:
         R("logs", "subsample", "{method}", "frac{fraction}", "seed{seed}.log"),
     benchmark:
         R("benchmarks", "subsample", "{method}", "frac{fraction}", "seed{seed}.tsv")
-    threads: 1
+    threads: MOT_THREADS
     resources:
         mem_mb=16000,
         runtime=480,
+        **MOT_RESOURCES,
     conda:
         "../../envs/ot.yaml"
     script:

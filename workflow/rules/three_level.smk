@@ -11,10 +11,13 @@ rule three_level_block:
         R("logs", "three_level_block", "{source}~{target}", "block{block}.log"),
     benchmark:
         R("benchmarks", "three_level_block", "{source}~{target}", "block{block}.tsv")
-    threads: 1
+    params:
+        mot=MOT_PARAMS,
+    threads: MOT_THREADS
     resources:
         mem_mb=16000,
         runtime=720,
+        **MOT_RESOURCES,
     conda:
         "../../envs/ot.yaml"
     script:

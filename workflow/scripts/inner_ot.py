@@ -8,4 +8,5 @@ with log_to(snakemake.log[0]):
     print(inner_shard(snakemake.input.x, snakemake.input.y, snakemake.input.split,
                       snakemake.output[0], shard=int(wc.shard),
                       shard_size=snakemake.params.shard_size,
-                      rotation=snakemake.params.rotation, **snakemake.params.mot))
+                      rotation=snakemake.params.rotation, n_jobs=snakemake.threads,
+                      **snakemake.params.mot))

@@ -1,0 +1,280 @@
+"""The inner-OT engine: MOT's inner level for many layer pairs at once.
+
+The inner level of MOT (paper Sec. 2.2.1, Eq. 2; MOT+R, Sec. 2.3) solves one OT problem
+per layer pair ``(l, m)``: ``C[l, m] = min_{Q in T(n_l, n_m)} <1 - corr(X_l, Y_m), Q>``
+(or the MOT+R reconstruction cost).  This module runs those L x M problems:
+
+CPU, ``solver="exact"`` (the default; results identical to a per-pair loop)
+    every layer is z-scored once with its fit statistics (SPEC §1.4); a pair's cost block
+    is one GEMM ``1 - Xz_l^T Yz_m / T``; equal widths go to an assignment solver, other
+    widths to the network simplex (:func:`motalign.solvers.exact_ot`); ``n_jobs`` layer
+    pairs run in parallel threads (the GEMMs and both solvers release the GIL, and BLAS is
+    held to one thread per worker); at most ``n_jobs`` cost blocks exist at any time, so
+    memory grows with one layer pair's cost matrix (times ``n_jobs``), not with L x M of
+    them; plans are kept sparse (at most ``n_l + n_m - 1`` non-zeros).
+
+Torch device (``device="cuda"``, or ``"auto"`` when a GPU is present; see
+:mod:`motalign.batched`)
+    the cost GEMMs of equal-shaped layer pairs run batched on the device.  With
+    ``solver="exact"`` the problems are still solved exactly on the CPU (costs identical to
+    the CPU path up to float64 round-off); with ``solver="sinkhorn"`` they are solved on the
+    device by batched log-domain Sinkhorn with epsilon-scaling and rounding
+    (:mod:`motalign.sinkhorn`), and every pair reports a certified bound on its gap to
+    the exact optimum.  MOT+R runs its Procrustes SVDs batched.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from .preprocessing import LayerStats
+from .rotation import rotation_alignment
+from .solvers import correlation_cost, exact_ot
+
+SOLVERS = ("exact", "sinkhorn")
+DEVICES = ("cpu", "cuda", "auto")
+
+
+@dataclass
+class InnerAlignment:
+    """Inner level of MOT for a set of layer pairs: costs ``C`` (L x M, NaN for pairs not
+    computed), neuron plans ``Q_lm`` (sparse, total mass 1), MOT+R rotations and objective
+    histories, and for ``solver="sinkhorn"`` a certified bound on each pair's gap to the
+    exact optimum (``gap_bound``, L x M; 0 for exact solves)."""
+
+    cost: np.ndarray
+    plans: list | None
+    rotations: dict = field(default_factory=dict)
+    histories: dict = field(default_factory=dict)
+    gap_bound: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How the inner level runs (validated by :func:`engine_options`)."""
+
+    solver: str = "exact"
+    device: str = "cpu"
+    n_jobs: int = 1
+    epsilon: float = 1e-3
+    batch_bytes: int = 2 * 1024**3
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def resolve_n_jobs(n_jobs) -> int:
+    """scikit-learn convention: None -> 1, -1 -> every available core, k -> k."""
+    if n_jobs is None:
+        return 1
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or n_jobs == 0 or n_jobs < -1:
+        raise ValueError(f"n_jobs must be a positive integer, -1 (all cores) or None, got {n_jobs!r}")
+    return available_cores() if n_jobs == -1 else int(n_jobs)
+
+
+def _gpu_visible() -> bool:
+    """Cheap check (no torch import) whether an NVIDIA driver is present at all."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    return Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidiactl").exists()
+
+
+def resolve_device(device) -> str:
+    """``"cpu"``, ``"cuda"`` (error if CUDA is not available) or ``"auto"`` (CUDA when torch
+    sees a GPU; torch is imported only when an NVIDIA driver is present)."""
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    if device == "cpu":
+        return "cpu"
+    if device == "auto" and not _gpu_visible():
+        return "cpu"
+    try:
+        import torch
+    except ImportError as error:
+        if device == "auto":
+            return "cpu"
+        raise ValueError("device='cuda' needs PyTorch: pip install 'motalign[models]'") from error
+    if torch.cuda.is_available():
+        return "cuda"
+    if device == "auto":
+        return "cpu"
+    raise ValueError("device='cuda' was asked for, but torch.cuda.is_available() is False")
+
+
+def engine_options(solver="exact", device="cpu", n_jobs=None, epsilon=1e-3,
+                   batch_bytes=2 * 1024**3) -> EngineOptions:
+    """Validate the engine's settings; errors name the offending parameter."""
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    if device not in DEVICES and not str(device).startswith(("cuda:", "cpu")):
+        raise ValueError(f"device must be one of {DEVICES} (or 'cuda:N'), got {device!r}")
+    if not (isinstance(epsilon, (int, float, np.floating)) and np.isfinite(epsilon) and epsilon > 0):
+        raise ValueError(f"epsilon must be a positive number, got {epsilon!r}")
+    if not isinstance(batch_bytes, (int, np.integer)) or batch_bytes <= 0:
+        raise ValueError(f"batch_bytes must be a positive integer, got {batch_bytes!r}")
+    device = str(device)
+    resolved = device if device.startswith("cuda:") else resolve_device(device)
+    if solver == "sinkhorn" and resolved == "cpu" and device == "cpu":
+        resolved = "torch-cpu"
+    return EngineOptions(solver=solver, device=resolved, n_jobs=resolve_n_jobs(n_jobs),
+                         epsilon=float(epsilon), batch_bytes=int(batch_bytes))
+
+
+def _blas_single_thread(n_jobs: int):
+    """Hold BLAS to one thread per worker while ``n_jobs > 1`` workers run GEMMs."""
+    if n_jobs <= 1:
+        return nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _check_pairs(pairs, n_x: int, n_y: int) -> list[tuple[int, int]]:
+    if pairs is None:
+        return [(l, m) for l in range(n_x) for m in range(n_y)]
+    checked = []
+    for pair in pairs:
+        l, m = (int(v) for v in pair)
+        if not (0 <= l < n_x and 0 <= m < n_y):
+            raise ValueError(f"layer pair ({l}, {m}) is out of range for {n_x} x {n_y} layers")
+        checked.append((l, m))
+    if len(set(checked)) != len(checked):
+        raise ValueError("inner alignment: a layer pair is listed twice")
+    return sorted(checked)
+
+
+class Standardized:
+    """Z-scores of a network's layers with fit statistics, each computed once and kept
+    while needed (``release`` drops one)."""
+
+    def __init__(self, arrays, stats=None):
+        self.arrays = arrays
+        self.stats = list(stats) if stats is not None else [None] * len(arrays)
+        self._z = {}
+
+    def __call__(self, index: int) -> np.ndarray:
+        if index not in self._z:
+            if self.stats[index] is None:
+                self.stats[index] = LayerStats.fit(self.arrays[index])
+            self._z[index] = self.stats[index].transform(self.arrays[index])
+        return self._z[index]
+
+    def release(self, index: int) -> None:
+        self._z.pop(index, None)
+
+
+def _solve_exact_pair(xz, yz, gram_x, rotation, max_iter, tol):
+    if rotation:
+        result = rotation_alignment(xz, yz, gram_x=gram_x, max_iter=max_iter, tol=tol)
+        return result.plan, result.cost, result.history, result.rotation
+    plan, value = exact_ot(correlation_cost(xz, yz))
+    return plan, value, None, None
+
+
+def inner_alignment(
+    x_arrays,
+    y_arrays,
+    x_stats=None,
+    y_stats=None,
+    *,
+    pairs=None,
+    rotation: bool = False,
+    max_iter: int = 30,
+    tol: float = 1e-7,
+    keep_plans: bool = True,
+    keep_rotations: bool = True,
+    options: EngineOptions | None = None,
+) -> InnerAlignment:
+    """Inner OT of MOT (Eq. 2) or MOT+R (Sec. 2.3) for ``pairs`` (default: every pair).
+
+    ``x_arrays`` / ``y_arrays``: the fit activations of each layer (T x n_l); entries of
+    layers that no pair uses may be None.  ``x_stats`` / ``y_stats``: their
+    :class:`~motalign.preprocessing.LayerStats` (fitted here when omitted).
+    """
+    options = options or EngineOptions()
+    n_x, n_y = len(x_arrays), len(y_arrays)
+    pairs = _check_pairs(pairs, n_x, n_y)
+    x_std, y_std = Standardized(x_arrays, x_stats), Standardized(y_arrays, y_stats)
+    result = InnerAlignment(
+        cost=np.full((n_x, n_y), np.nan),
+        plans=[[None] * n_y for _ in range(n_x)] if keep_plans else None,
+        gap_bound=np.zeros((n_x, n_y)),
+    )
+    if options.device == "cpu" and options.solver == "exact":
+        _run_cpu(x_std, y_std, pairs, result, rotation, max_iter, tol, keep_plans,
+                 keep_rotations, options.n_jobs)
+    else:
+        from .batched import run_batched
+
+        run_batched(x_std, y_std, pairs, result, rotation=rotation, max_iter=max_iter, tol=tol,
+                    keep_plans=keep_plans, keep_rotations=keep_rotations, options=options)
+    return result
+
+
+def _store(result, key, outcome, rotation, keep_plans, keep_rotations):
+    plan, value, history, rotation_matrix = outcome
+    l, m = key
+    result.cost[l, m] = value
+    if keep_plans:
+        result.plans[l][m] = plan
+    if rotation:
+        result.histories[key] = history
+        if keep_rotations:
+            result.rotations[key] = rotation_matrix
+
+
+def _run_cpu(x_std, y_std, pairs, result, rotation, max_iter, tol, keep_plans, keep_rotations,
+             n_jobs):
+    """Pairs in source-layer order; a source layer is z-scored when its first pair comes
+    and released after its last; target layers are z-scored once and kept."""
+    last_use = {l: i for i, (l, _) in enumerate(pairs)}
+    grams = {}
+
+    def submit(run, i, l, m):
+        xz = x_std(l)
+        if rotation and l not in grams:
+            grams[l] = xz.T @ xz
+        future = run(_solve_exact_pair, xz, y_std(m), grams.get(l), rotation, max_iter, tol)
+        if last_use[l] == i:
+            x_std.release(l)
+            grams.pop(l, None)
+        return future
+
+    if n_jobs == 1:
+        for i, (l, m) in enumerate(pairs):
+            outcome = submit(lambda fn, *args: fn(*args), i, l, m)
+            _store(result, (l, m), outcome, rotation, keep_plans, keep_rotations)
+        return
+    with _blas_single_thread(n_jobs), ThreadPoolExecutor(max_workers=n_jobs) as pool:
+        pending = deque()
+        for i, (l, m) in enumerate(pairs):
+            pending.append(((l, m), submit(pool.submit, i, l, m)))
+            while len(pending) >= n_jobs + 1:  # bounds the cost blocks alive at once
+                key, future = pending.popleft()
+                _store(result, key, future.result(), rotation, keep_plans, keep_rotations)
+        while pending:
+            key, future = pending.popleft()
+            _store(result, key, future.result(), rotation, keep_plans, keep_rotations)
+
+
+def sparse_plan(dense: np.ndarray, drop_below: float | None = None) -> sp.csr_matrix:
+    """A dense plan as CSR; with ``drop_below`` entries under ``drop_below / (n m)`` are
+    dropped (total mass dropped <= ``drop_below``)."""
+    dense = np.asarray(dense, dtype=np.float64)
+    if drop_below:
+        dense = np.where(dense >= drop_below / dense.size, dense, 0.0)
+    plan = sp.csr_matrix(dense)
+    plan.eliminate_zeros()
+    return plan
