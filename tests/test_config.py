@@ -51,6 +51,23 @@ def test_cross_reference_errors_name_the_key(edit, key):
         check_config(config)
 
 
+@pytest.mark.parametrize("mot, path", [
+    ({"solver": "lp"}, ["mot", "solver"]),
+    ({"device": "gpu"}, ["mot", "device"]),
+    ({"threads": 0}, ["mot", "threads"]),
+    ({"epsilon": 0}, ["mot", "epsilon"]),
+    ({"n_jobs": 2}, ["mot"]),
+])
+def test_schema_rejects_bad_engine_settings(mot, path):
+    jsonschema = pytest.importorskip("jsonschema")
+    config = copy.deepcopy(load("config.yaml"))
+    config["mot"].update(mot)
+    schema = yaml.safe_load((ROOT / "config" / "schema" / "config.schema.yaml").read_text())
+    with pytest.raises(jsonschema.ValidationError) as error:
+        jsonschema.validate(config, schema)
+    assert list(error.value.absolute_path) == path
+
+
 def test_shards_cover_every_pair_once():
     pairs = [p for k in range(4) for p in shard_pairs(3, 5, 4, k)]
     assert sorted(pairs) == [(l, m) for l in range(3) for m in range(5)]

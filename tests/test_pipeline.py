@@ -46,7 +46,8 @@ def test_split_is_seeded_and_disjoint(tmp_path):
     assert len(fit) == 40 and sorted(np.concatenate([fit, held]).tolist()) == list(range(50))
 
 
-def test_sharded_inner_ot_equals_one_fit(tmp_path, rng):
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_sharded_inner_ot_equals_one_fit(tmp_path, rng, n_jobs):
     from motalign import MOT
 
     ids = [f"s{i}" for i in range(60)]
@@ -60,7 +61,7 @@ def test_sharded_inner_ot_equals_one_fit(tmp_path, rng):
     shards = [tmp_path / f"shard{k}.npz" for k in range(3)]
     for k, shard in enumerate(shards):
         pipeline.inner_shard(tmp_path / "x.npz", tmp_path / "y.npz", tmp_path / "split.npz", shard,
-                             shard=k, shard_size=2, rotation=False)
+                             shard=k, shard_size=2, rotation=False, n_jobs=n_jobs)
     result = pipeline.outer_alignment(tmp_path / "x.npz", tmp_path / "y.npz", tmp_path / "split.npz",
                                       shards, tmp_path / "o.npz", tmp_path / "o.json", rotation=False, seed=0)
     fit, held = pipeline.read_split(tmp_path / "split.npz")
@@ -72,6 +73,32 @@ def test_sharded_inner_ot_equals_one_fit(tmp_path, rng):
         pipeline.read_shards([shards[2], shards[2]], 3, 2)
     with pytest.raises(ValueError, match="are in no shard"):
         pipeline.read_shards(shards[:2], 3, 2)
+
+
+def test_sinkhorn_shards_record_their_certified_gap(tmp_path, rng):
+    ids = [f"s{i}" for i in range(80)]
+    base = rng.standard_normal((80, 12))
+    write_activations(tmp_path / "x.npz", {"a": base, "b": rng.standard_normal((80, 16))}, stimulus_ids=ids)
+    write_activations(tmp_path / "y.npz", {"a": base[:, ::-1] + 0.1 * rng.standard_normal((80, 12)),
+                                           "b": rng.standard_normal((80, 16))}, stimulus_ids=ids)
+    np.savez(tmp_path / "stim.npz", ids=np.array(ids))
+    pipeline.make_split(tmp_path / "stim.npz", tmp_path / "split.npz", seed=0, fit_fraction=0.8)
+    results = {}
+    for solver in ("exact", "sinkhorn"):
+        shard = tmp_path / f"{solver}.npz"
+        info = pipeline.inner_shard(tmp_path / "x.npz", tmp_path / "y.npz", tmp_path / "split.npz", shard,
+                                    shard=0, shard_size=4, rotation=False, solver=solver, device="cpu")
+        assert info["solver"] == solver and info["pairs"] == 4
+        results[solver] = pipeline.outer_alignment(
+            tmp_path / "x.npz", tmp_path / "y.npz", tmp_path / "split.npz", [shard],
+            tmp_path / f"{solver}_o.npz", tmp_path / f"{solver}_o.json", rotation=False, seed=0,
+            mot={"solver": solver, "device": "cpu"})
+    assert results["exact"]["inner_gap_bound_max"] == 0
+    assert 0 < results["sinkhorn"]["inner_gap_bound_max"] < 5e-3
+    assert results["sinkhorn"]["scores"]["mot"] == pytest.approx(results["exact"]["scores"]["mot"], abs=0.05)
+    with np.load(tmp_path / "exact.npz") as e, np.load(tmp_path / "sinkhorn.npz") as s:
+        assert np.all(s["cost"] - e["cost"] >= -1e-6)
+        assert np.all(s["cost"] - e["cost"] <= s["gap_bound"] + 1e-6)
 
 
 def test_networks_on_other_stimuli_are_refused(tmp_path, rng):

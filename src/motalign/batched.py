@@ -13,13 +13,19 @@ Layer pairs of equal shape ``(n_l, n_m)`` are processed together, as many per ba
   certified bound on each pair's gap to the exact optimum;
 * MOT+R (Sec. 2.3): the alternation of :mod:`motalign.rotation` run for the whole batch
   at once from Gram blocks (``Xz^T Xz``, ``Xz^T Yz``, ``Yz^T Yz``), with batched
-  Procrustes SVDs; each pair keeps its own stopping rule and monotone history.
+  Procrustes SVDs; each pair keeps its own stopping rule and monotone history.  With
+  Sinkhorn the alternation first runs on soft plans (each Q step warm-started from the
+  previous one's potentials), then is polished with exact Q steps from the rotations it
+  reached until the exact objective stalls, so that plans are vertices and costs are the
+  MOT+R objective of Sec. 2.3, comparable with solver="exact" (the recorded history is
+  that of the exact phase).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -53,8 +59,7 @@ class _DeviceLayers:
     def __call__(self, index):
         if index not in self._z:
             torch = _torch()
-            self._z[index] = torch.as_tensor(self.standardized(index), dtype=self.dtype).to(self.device)
-            self.standardized.release(index)
+            self._z[index] = torch.as_tensor(self.standardized.compute(index), dtype=self.dtype).to(self.device)
         return self._z[index]
 
     def gram(self, index):
@@ -69,12 +74,15 @@ class _DeviceLayers:
 
 class _Solver:
     """Solves a batch of costs (B x n x m, on the device): returns dense plans on the
-    device, their values, sparse host plans and gap bounds."""
+    device, their values, sparse host plans and gap bounds.  For Sinkhorn, ``warm``
+    (potentials of an earlier, similar batch) skips the epsilon-scaling, and the
+    potentials of the last solve are in ``self.potentials``."""
 
     def __init__(self, options, pool):
         self.options, self.pool = options, pool
+        self.potentials = None
 
-    def __call__(self, cost):
+    def __call__(self, cost, warm=None):
         torch = _torch()
         if self.options.solver == "exact":
             host = cost.detach().to("cpu", torch.float64).numpy()
@@ -89,7 +97,8 @@ class _Solver:
         from .engine import sparse_plan
         from .sinkhorn import sinkhorn_uniform
 
-        out = sinkhorn_uniform(cost, epsilon=self.options.epsilon)
+        out = sinkhorn_uniform(cost, epsilon=self.options.epsilon, init=warm)
+        self.potentials = out.potentials
         host = out.plan.detach().to("cpu", torch.float64).numpy()
         plans = [sparse_plan(p, drop_below=SINKHORN_DROP_MASS) for p in host]
         return (out.plan, out.cost.detach().cpu().double().numpy(), plans,
@@ -106,16 +115,23 @@ def run_batched(x_std, y_std, pairs, result, *, rotation, max_iter, tol, keep_pl
     groups = defaultdict(list)
     for l, m in pairs:
         groups[xs.width(l), ys.width(m)].append((l, m))
-    pool = ThreadPoolExecutor(options.n_jobs) if options.n_jobs > 1 and options.solver == "exact" else None
+    pool = ThreadPoolExecutor(options.n_jobs) if options.n_jobs > 1 else None
     solve = _Solver(options, pool)
+    exact = _Solver(replace(options, solver="exact"), pool)
     try:
         with torch.no_grad():
             for (n, m), keys in groups.items():
                 per_pair = itemsize * (6 * n * m + (2 * m * m + 3 * n * n if rotation else 0))
                 for batch in _batches(keys, per_pair, options.batch_bytes):
                     if rotation:
-                        _rotation_batch(xs, ys, batch, solve, result, max_iter, tol,
-                                        keep_plans, keep_rotations)
+                        rot = None
+                        if options.solver == "sinkhorn":  # the alternation on soft plans
+                            rot = _rotation_batch(xs, ys, batch, solve, None, max_iter, tol,
+                                                  keep_plans, keep_rotations)
+                        # exact Q steps: the whole alternation, or the polish from the
+                        # Sinkhorn phase's rotations until the exact objective stalls
+                        _rotation_batch(xs, ys, batch, exact, result, max_iter, tol,
+                                        keep_plans, keep_rotations, initial=rot)
                     else:
                         _correlation_batch(xs, ys, batch, solve, result, keep_plans)
     finally:
@@ -144,9 +160,12 @@ def _correlation_batch(xs, ys, batch, solve, result, keep_plans):
             result.plans[l][m] = plans[k]
 
 
-def _rotation_batch(xs, ys, batch, solve, result, max_iter, tol, keep_plans, keep_rotations):
+def _rotation_batch(xs, ys, batch, solve, result, max_iter, tol, keep_plans, keep_rotations,
+                    initial=None):
     """MOT+R for a batch of equal-shaped pairs; the same alternation, acceptance rule and
-    stopping rule per pair as :func:`motalign.rotation.rotation_alignment`."""
+    stopping rule per pair as :func:`motalign.rotation.rotation_alignment`, starting from
+    the rotations ``initial`` (identity when None).  Writes into ``result`` unless it is
+    None; returns the final rotations (B x n x n, on the device)."""
     torch = _torch()
     cross, t = _cross(xs, ys, batch)  # K = Xz^T Yz
     gram_x = torch.stack([xs.gram(l) for l, _ in batch])
@@ -176,8 +195,12 @@ def _rotation_batch(xs, ys, batch, solve, result, max_iter, tol, keep_plans, kee
         return u @ vh
 
     every = torch.arange(b, device=cross.device)
-    rot = torch.eye(n, dtype=cross.dtype, device=cross.device).repeat(b, 1, 1)
+    if initial is None:
+        rot = torch.eye(n, dtype=cross.dtype, device=cross.device).repeat(b, 1, 1)
+    else:
+        rot = initial.to(cross.dtype).clone()
     dense, _, plans, _ = solve(q_cost(rot, every))
+    potentials = solve.potentials  # Sinkhorn: warm starts for the next Q steps
     plans = list(plans)
     weights = dense * n
     value = objective(rot, weights, every)
@@ -197,7 +220,11 @@ def _rotation_batch(xs, ys, batch, solve, result, max_iter, tol, keep_plans, kee
         keep = torch.as_tensor(better, device=cross.device)
         idx_np, idx, new_rot, new_value = idx_np[better], idx[keep], new_rot[keep], new_value[keep]
         rot[idx] = new_rot
-        q_dense, _, q_plans, _ = solve(q_cost(new_rot, idx))
+        warm = None if potentials is None else tuple(p[idx] for p in potentials)
+        q_dense, _, q_plans, _ = solve(q_cost(new_rot, idx), warm)
+        if potentials is not None:
+            for p, new in zip(potentials, solve.potentials):
+                p[idx] = new
         q_weights = q_dense * n
         plan_value = objective(new_rot, q_weights, idx)
         accept_t = plan_value <= new_value
@@ -213,6 +240,8 @@ def _rotation_batch(xs, ys, batch, solve, result, max_iter, tol, keep_plans, kee
             history[k].append(v)
             if improvement[j] <= tol * max(1.0, abs(v)):
                 active[k] = False
+    if result is None:
+        return rot
     rot_host = rot.cpu().double().numpy()
     for k, (l, mm) in enumerate(batch):
         result.cost[l, mm] = history[k][-1]
@@ -222,3 +251,4 @@ def _rotation_batch(xs, ys, batch, solve, result, max_iter, tol, keep_plans, kee
             result.plans[l][mm] = sp.csr_matrix(plans[k])
         if keep_rotations:
             result.rotations[l, mm] = rot_host[k]
+    return rot

@@ -156,8 +156,8 @@ def _check_pairs(pairs, n_x: int, n_y: int) -> list[tuple[int, int]]:
 
 
 class Standardized:
-    """Z-scores of a network's layers with fit statistics, each computed once and kept
-    while needed (``release`` drops one)."""
+    """Z-scores of a network's layers with fit statistics (fitted on first use when not
+    given): ``std(i)`` computes once and keeps, ``std.compute(i)`` does not keep."""
 
     def __init__(self, arrays, stats=None):
         self.arrays = arrays
@@ -166,13 +166,15 @@ class Standardized:
 
     def __call__(self, index: int) -> np.ndarray:
         if index not in self._z:
-            if self.stats[index] is None:
-                self.stats[index] = LayerStats.fit(self.arrays[index])
-            self._z[index] = self.stats[index].transform(self.arrays[index])
+            self._z[index] = self.compute(index)
         return self._z[index]
 
-    def release(self, index: int) -> None:
-        self._z.pop(index, None)
+    def compute(self, index: int) -> np.ndarray:
+        """The z-scores of one layer, not kept."""
+        if self.stats[index] is None:
+            self.stats[index], z = LayerStats.fit_transform(self.arrays[index])
+            return z
+        return self.stats[index].transform(self.arrays[index])
 
 
 def _solve_exact_pair(xz, yz, gram_x, rotation, max_iter, tol):
@@ -237,31 +239,48 @@ def _store(result, key, outcome, rotation, keep_plans, keep_rotations):
 
 def _run_cpu(x_std, y_std, pairs, result, rotation, max_iter, tol, keep_plans, keep_rotations,
              n_jobs):
-    """Pairs in source-layer order; a source layer is z-scored when its first pair comes
-    and released after its last; target layers are z-scored once and kept."""
+    """Pairs in source-layer order.  Serial (``n_jobs == 1``): a source layer is z-scored
+    when its first pair comes and dropped after its last; target layers are z-scored
+    once and kept.  Parallel: the z-scoring itself runs in the pool too (every target
+    layer at the start, each source layer one row ahead), and at most ``n_jobs + 1`` pair
+    tasks are queued, so at most ``n_jobs`` cost blocks exist at once."""
     last_use = {l: i for i, (l, _) in enumerate(pairs)}
-    grams = {}
 
-    def submit(run, i, l, m):
-        xz = x_std(l)
-        if rotation and l not in grams:
-            grams[l] = xz.T @ xz
-        future = run(_solve_exact_pair, xz, y_std(m), grams.get(l), rotation, max_iter, tol)
-        if last_use[l] == i:
-            x_std.release(l)
-            grams.pop(l, None)
-        return future
+    def source(l):
+        xz = x_std.compute(l)
+        return xz, (xz.T @ xz if rotation else None)
 
     if n_jobs == 1:
+        current = None
         for i, (l, m) in enumerate(pairs):
-            outcome = submit(lambda fn, *args: fn(*args), i, l, m)
+            if current is None or current[0] != l:
+                current = (l, *source(l))
+            outcome = _solve_exact_pair(current[1], y_std(m), current[2], rotation, max_iter, tol)
+            if last_use[l] == i:
+                current = None
             _store(result, (l, m), outcome, rotation, keep_plans, keep_rotations)
         return
+
+    def pair_task(x_future, y_future):
+        (xz, gram_x), yz = x_future.result(), y_future.result()
+        return _solve_exact_pair(xz, yz, gram_x, rotation, max_iter, tol)
+
+    rows = sorted(last_use, key=last_use.get)
     with _blas_single_thread(n_jobs), ThreadPoolExecutor(max_workers=n_jobs) as pool:
+        # A task only waits on futures submitted before it, so FIFO workers cannot deadlock.
+        x_ready = {rows[0]: pool.submit(source, rows[0])}
+        y_ready = {m: pool.submit(y_std, m) for m in sorted({m for _, m in pairs})}
         pending = deque()
         for i, (l, m) in enumerate(pairs):
-            pending.append(((l, m), submit(pool.submit, i, l, m)))
-            while len(pending) >= n_jobs + 1:  # bounds the cost blocks alive at once
+            if l not in x_ready:
+                x_ready[l] = pool.submit(source, l)
+            following = rows.index(l) + 1
+            if following < len(rows) and rows[following] not in x_ready:
+                x_ready[rows[following]] = pool.submit(source, rows[following])
+            pending.append(((l, m), pool.submit(pair_task, x_ready[l], y_ready[m])))
+            if last_use[l] == i:
+                del x_ready[l]
+            while len(pending) > n_jobs:  # bounds the cost blocks alive at once
                 key, future = pending.popleft()
                 _store(result, key, future.result(), rotation, keep_plans, keep_rotations)
         while pending:

@@ -35,6 +35,7 @@ class SinkhornResult:
     lower_bound: torch.Tensor
     n_iter: int
     marginal_error: float
+    potentials: tuple = ()
 
     @property
     def gap_bound(self) -> torch.Tensor:
@@ -86,9 +87,10 @@ def sinkhorn_uniform(
     *,
     epsilon: float = 1e-3,
     max_iter: int = 2000,
-    tol: float = 1e-5,
+    tol: float = 1e-4,
     stage_iter: int = 100,
     check_every: int = 10,
+    init: tuple | None = None,
 ) -> SinkhornResult:
     """Entropic OT with uniform marginals on a batch of costs (B x n x m), log domain with
     epsilon-scaling, then rounded onto the transport polytope.
@@ -96,7 +98,9 @@ def sinkhorn_uniform(
     ``epsilon`` is the final regularisation (in cost units; correlation costs lie in
     [0, 2]); each intermediate epsilon runs at most ``stage_iter`` iterations, the final one
     at most ``max_iter``, each stopping once the L1 row-marginal error of every problem is
-    below ``tol`` (checked every ``check_every`` iterations).
+    below ``tol`` (checked every ``check_every`` iterations).  ``init``: potentials
+    ``(f, g)`` of a previous, similar batch (``result.potentials``); the solve then starts
+    from them at the final epsilon, without epsilon-scaling (MOT+R's successive Q steps).
     """
     if cost.ndim != 3 or 0 in cost.shape:
         raise ValueError(f"sinkhorn: cost must be a non-empty B x n x m tensor, got {tuple(cost.shape)}")
@@ -104,10 +108,15 @@ def sinkhorn_uniform(
         raise ValueError("sinkhorn: cost has NaN or infinite entries")
     _, n, m = cost.shape
     log_a, log_b = -math.log(n), -math.log(m)
-    f = torch.zeros(cost.shape[:2], dtype=cost.dtype, device=cost.device)
-    g = torch.zeros((cost.shape[0], m), dtype=cost.dtype, device=cost.device)
-    spread = float(cost.max() - cost.min())
-    schedule = epsilon_schedule(spread, epsilon)
+    if init is not None:
+        f, g = (p.to(cost.device, cost.dtype) for p in init)
+        if f.shape != cost.shape[:2] or g.shape != (cost.shape[0], m):
+            raise ValueError("sinkhorn: init potentials do not match the cost batch")
+        schedule = epsilon_schedule(epsilon, epsilon)
+    else:
+        f = torch.zeros(cost.shape[:2], dtype=cost.dtype, device=cost.device)
+        g = torch.zeros((cost.shape[0], m), dtype=cost.dtype, device=cost.device)
+        schedule = epsilon_schedule(float(cost.max() - cost.min()), epsilon)
     n_iter, error = 0, math.inf
     for stage, eps in enumerate(schedule):
         last = stage == len(schedule) - 1
@@ -125,4 +134,4 @@ def sinkhorn_uniform(
     plan = round_to_polytope(plan)
     value = (plan * cost).sum(dim=(1, 2))
     return SinkhornResult(plan=plan, cost=value, lower_bound=dual_lower_bound(cost, f),
-                          n_iter=n_iter, marginal_error=error)
+                          n_iter=n_iter, marginal_error=error, potentials=(f, g))

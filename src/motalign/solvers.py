@@ -1,18 +1,22 @@
 """Exact optimal transport with uniform marginals, the building block of both MOT levels.
 
-``exact_ot`` solves ``min_{Q in T(n, m)} <C, Q>`` (paper Eq. of Sec. 2.2.1 and Appendix A)
+``exact_ot`` solves ``min_{Q in T(n, m)} <C, Q>`` (paper Eq. 2 of Sec. 2.2.1 and Appendix A)
 with marginals ``1/n`` and ``1/m``:
 
-* equal sizes: the optimum is a scaled permutation (Birkhoff-von Neumann), found by the
-  Hungarian-type assignment solver of SciPy (``linear_sum_assignment``);
-* one side exactly twice the other (384 -> 768, 1024 -> 2048, ...): with integer masses
-  2 per unit of the narrower side and 1 per unit of the wider one, the problem is an
-  assignment problem once every narrower unit is split in two; the assignment solver on
-  that square matrix is faster than the network simplex and the plan is the split
-  assignment summed back (same optimal value);
 * a single row or column: the only feasible plan;
-* otherwise: POT's network simplex (``ot.emd``), whose solution is a vertex of the
-  transport polytope.
+* small problems (``min(n, m) < SPARSE_MIN_WIDTH``): SciPy's assignment solver
+  (``linear_sum_assignment``) when ``n == m`` (the optimum is a scaled permutation,
+  Birkhoff-von Neumann), the assignment solver on the split problem when one side is
+  exactly twice the other, POT's dense network simplex (``ot.emd``) otherwise;
+* larger problems: column generation on POT's sparse network simplex
+  (:func:`restricted_network_simplex`).  The restricted problem starts from the
+  ``SPARSE_CANDIDATES`` cheapest entries of every row and column plus the north-west corner
+  support (so it is always feasible); after each solve the reduced costs
+  ``C_ij - u_i - v_j`` of *all* entries are priced against its duals, the most negative
+  entry of each violating row and column is added, and the loop ends when none is below
+  ``-PRICING_TOLERANCE``.  The duals are then feasible for the full problem, so the plan
+  is optimal for it (LP duality; the value is within ``PRICING_TOLERANCE`` of the optimum)
+  and is a vertex of the transport polytope, as a dense solve would return.
 
 Plans come back as ``scipy.sparse.csr_matrix``: an exact plan has at most ``n + m - 1``
 non-zeros.
@@ -25,9 +29,24 @@ import ot
 import scipy.sparse as sp
 from scipy.optimize import linear_sum_assignment
 
+try:  # POT's sparse network simplex with warm start (POT >= 0.9.6)
+    from ot.lp.emd_wrap import emd_c_sparse as _emd_c_sparse
+except ImportError:  # pragma: no cover - depends on the POT build
+    _emd_c_sparse = None
+
 
 class OTSolverError(RuntimeError):
     """The network simplex stopped before reaching the optimum."""
+
+
+#: below this width (of the narrower side) the dense solvers are used
+SPARSE_MIN_WIDTH = 64
+#: cheapest entries per row and per column in the first restricted problem
+SPARSE_CANDIDATES = 8
+#: an entry whose reduced cost is below -PRICING_TOLERANCE enters the restricted problem
+PRICING_TOLERANCE = 1e-12
+#: rows priced together (keeps a block of reduced costs in cache)
+_PRICING_BLOCK = 128
 
 
 def exact_ot(cost: np.ndarray) -> tuple[sp.csr_matrix, float]:
@@ -36,26 +55,124 @@ def exact_ot(cost: np.ndarray) -> tuple[sp.csr_matrix, float]:
     if cost.ndim != 2 or 0 in cost.shape:
         raise ValueError(f"exact_ot: cost must be a non-empty 2-D array, got shape {cost.shape}")
     n, m = cost.shape
+    if n == 1 or m == 1:
+        dense = np.full((n, m), 1.0 / (n * m))
+        return sp.csr_matrix(dense), float(cost.mean())
+    if min(n, m) >= SPARSE_MIN_WIDTH:
+        return restricted_network_simplex(cost)
     if n == m:
         rows, cols = linear_sum_assignment(cost)
         plan = sp.csr_matrix((np.full(n, 1.0 / n), (rows, cols)), shape=(n, m))
         return plan, float(cost[rows, cols].sum() / n)
     if max(n, m) == 2 * min(n, m):
         return _split_assignment(cost)
-    if n == 1 or m == 1:
-        dense = np.full((n, m), 1.0 / (n * m))
-        return sp.csr_matrix(dense), float(cost.mean())
-    a = np.full(n, 1.0 / n)
-    b = np.full(m, 1.0 / m)
-    dense, log = ot.emd(a, b, cost, numItermax=max(100_000, 50 * n * m), log=True)
+    return _dense_network_simplex(cost)
+
+
+def _check_result(log, n, m, kind):
     if log.get("result_code") != 1:
         raise OTSolverError(
-            f"exact_ot: the network simplex did not reach the optimum on a {n} x {m} "
+            f"exact_ot: the {kind} network simplex did not reach the optimum on a {n} x {m} "
             f"problem ({log.get('warning')})"
         )
+
+
+def _dense_network_simplex(cost):
+    n, m = cost.shape
+    a, b = np.full(n, 1.0 / n), np.full(m, 1.0 / m)
+    dense, log = ot.emd(a, b, cost, numItermax=max(100_000, 50 * n * m), log=True)
+    _check_result(log, n, m, "dense")
     plan = sp.csr_matrix(dense)
     plan.eliminate_zeros()
     return plan, float(np.einsum("ij,ij->", dense, cost))
+
+
+def north_west_corner(n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Support (rows, cols) of the north-west corner plan for marginals 1/n and 1/m: a
+    feasible basic solution with at most ``n + m - 1`` entries."""
+    row_ends = np.arange(1, n + 1, dtype=np.int64) * m  # cumulative masses, scaled by n m
+    col_ends = np.arange(1, m + 1, dtype=np.int64) * n
+    breaks = np.union1d(row_ends, col_ends)
+    midpoints = np.concatenate([[0], breaks[:-1]]) + breaks  # twice each segment's middle
+    return (np.searchsorted(2 * row_ends, midpoints, side="right"),
+            np.searchsorted(2 * col_ends, midpoints, side="right"))
+
+
+def _cheapest_entries(cost, k):
+    """Keys ``i * m + j`` of the k cheapest entries of every row and of every column."""
+    n, m = cost.shape
+    kr, kc = min(k, m - 1), min(k, n - 1)
+    rows = np.repeat(np.arange(n, dtype=np.int64), kr) * m + np.argpartition(cost, kr, axis=1)[:, :kr].ravel()
+    cols = np.argpartition(cost.T, kc, axis=1)[:, :kc].ravel().astype(np.int64) * m + np.repeat(np.arange(m), kc)
+    nw_rows, nw_cols = north_west_corner(n, m)
+    return np.unique(np.concatenate([rows, cols, nw_rows.astype(np.int64) * m + nw_cols]))
+
+
+def price(cost, u, v):
+    """For each row and each column the entry of least reduced cost ``C_ij - u_i - v_j``:
+    returns ``(row_arg, row_min, col_arg, col_min)``.  Rows are priced in blocks."""
+    n, m = cost.shape
+    row_arg = np.empty(n, dtype=np.int64)
+    row_min = np.empty(n)
+    col_arg = np.zeros(m, dtype=np.int64)
+    col_min = np.full(m, np.inf)
+    columns = np.arange(m)
+    for start in range(0, n, _PRICING_BLOCK):
+        stop = min(start + _PRICING_BLOCK, n)
+        reduced = cost[start:stop] - v
+        reduced -= u[start:stop, None]
+        arg = reduced.argmin(axis=1)
+        row_arg[start:stop] = arg
+        row_min[start:stop] = reduced[np.arange(stop - start), arg]
+        block_arg = reduced.argmin(axis=0)
+        block_min = reduced[block_arg, columns]
+        better = block_min < col_min
+        col_min[better] = block_min[better]
+        col_arg[better] = block_arg[better] + start
+    return row_arg, row_min, col_arg, col_min
+
+
+def _sparse_network_simplex(a, b, rows, cols, values, duals=None):
+    """POT's network simplex on the entries (rows, cols) only; warm-started from ``duals``
+    where this POT exposes its sparse solver (``ot.lp.emd_wrap.emd_c_sparse``), through
+    ``ot.emd`` with a sparse cost otherwise.  Returns ``(csr plan, (u, v))``."""
+    n, m = a.size, b.size
+    max_iter = max(100_000, 50 * rows.size)
+    if _emd_c_sparse is not None:
+        warm = duals if duals is not None else ()
+        flow_rows, flow_cols, flows, _, u, v, code = _emd_c_sparse(
+            a, b, rows.astype(np.uint64), cols.astype(np.uint64), values, max_iter, *warm)
+        _check_result({"result_code": code, "warning": f"result code {code}"}, n, m, "sparse")
+        plan = sp.csr_matrix((flows, (flow_rows.astype(np.int64), flow_cols.astype(np.int64))), shape=(n, m))
+    else:  # pragma: no cover - depends on the POT build
+        restricted = sp.coo_matrix((values, (rows, cols)), shape=(n, m))
+        plan, log = ot.emd(a, b, restricted, numItermax=max_iter, log=True)
+        _check_result(log, n, m, "sparse")
+        plan, u, v = sp.csr_matrix(plan), log["u"], log["v"]
+    plan.sum_duplicates()
+    plan.eliminate_zeros()
+    return plan, (np.asarray(u, dtype=np.float64), np.asarray(v, dtype=np.float64))
+
+
+def restricted_network_simplex(cost, *, candidates: int = SPARSE_CANDIDATES,
+                               tolerance: float = PRICING_TOLERANCE, max_rounds: int = 10_000):
+    """Exact OT by column generation on POT's sparse network simplex; see the module
+    docstring.  Returns ``(plan, <cost, plan>)`` like :func:`exact_ot`."""
+    n, m = cost.shape
+    a, b = np.full(n, 1.0 / n), np.full(m, 1.0 / m)
+    keys = _cheapest_entries(cost, candidates)
+    duals = None
+    for _ in range(max_rounds):
+        rows, cols = np.divmod(keys, m)
+        plan, duals = _sparse_network_simplex(a, b, rows, cols, cost[rows, cols], duals)
+        row_arg, row_min, col_arg, col_min = price(cost, *duals)
+        bad_rows = np.flatnonzero(row_min < -tolerance)
+        bad_cols = np.flatnonzero(col_min < -tolerance)
+        if bad_rows.size == 0 and bad_cols.size == 0:
+            return plan, float((plan.multiply(cost)).sum())
+        keys = np.union1d(keys, np.concatenate([bad_rows * m + row_arg[bad_rows],
+                                                col_arg[bad_cols] * m + bad_cols]))
+    raise OTSolverError(f"exact_ot: column generation did not converge on a {n} x {m} problem")
 
 
 def _split_assignment(cost: np.ndarray) -> tuple[sp.csr_matrix, float]:

@@ -24,7 +24,7 @@ rule inner_ot:
     group:
         "inner_ot"
     conda:
-        "../../envs/ot.yaml"
+        MOT_ENV
     script:
         "../scripts/inner_ot.py"
 
@@ -50,7 +50,7 @@ rule outer_ot:
         mem_mb=8000,
         runtime=60,
     conda:
-        "../../envs/ot.yaml"
+        MOT_ENV
     script:
         "../scripts/outer_ot.py"
 

@@ -20,6 +20,10 @@ _MOT = {"max_iter": 30, "tol": 1e-7, "solver": "exact", "device": "auto", "epsil
 MOT_PARAMS = {k: _MOT[k] for k in ("max_iter", "tol", "solver", "device", "epsilon")}
 MOT_THREADS = _MOT["threads"]
 MOT_RESOURCES = dict(gpu=_MOT["gpus"]) if _MOT["gpus"] else {}
+# GPU or Sinkhorn MOT jobs need PyTorch: they use the torch environment.
+MOT_ENV = "../../envs/torch.yaml" if (
+    _MOT["gpus"] or _MOT["solver"] == "sinkhorn" or str(_MOT["device"]).startswith("cuda")
+) else "../../envs/ot.yaml"
 EXTRACTION = {"batch_size": 32, "device": "auto", "gpus": 0, "threads": 1, **config.get("extraction", {})}
 
 

@@ -22,7 +22,7 @@ rule subsample:
         runtime=480,
         **MOT_RESOURCES,
     conda:
-        "../../envs/ot.yaml"
+        MOT_ENV
     script:
         "../scripts/subsample.py"
 

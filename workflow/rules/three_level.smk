@@ -19,7 +19,7 @@ rule three_level_block:
         runtime=720,
         **MOT_RESOURCES,
     conda:
-        "../../envs/ot.yaml"
+        MOT_ENV
     script:
         "../scripts/three_level_block.py"
 
