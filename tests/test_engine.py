@@ -72,7 +72,7 @@ def test_exact_engine_matches_a_pot_loop(widths_x, widths_y, t, n_jobs, seed):
 
 
 @pytest.mark.parametrize("n, m", [(7, 14), (14, 7), (1, 2), (30, 60), (9, 9), (5, 13),
-                                  (64, 64), (64, 128), (100, 70), (70, 300)])
+                                  (64, 64), (64, 128), (100, 70), (70, 300), (1030, 1030)])
 def test_exact_ot_every_branch_matches_pot(rng, n, m):
     for _ in range(5):
         cost = rng.random((n, m))

@@ -4,10 +4,11 @@
 with marginals ``1/n`` and ``1/m``:
 
 * a single row or column: the only feasible plan;
-* small problems (``min(n, m) < SPARSE_MIN_WIDTH``): SciPy's assignment solver
-  (``linear_sum_assignment``) when ``n == m`` (the optimum is a scaled permutation,
-  Birkhoff-von Neumann), the assignment solver on the split problem when one side is
-  exactly twice the other, POT's dense network simplex (``ot.emd``) otherwise;
+* equal sides up to ``ASSIGNMENT_MAX_WIDTH``: SciPy's assignment solver
+  (``linear_sum_assignment``; the optimum is a scaled permutation, Birkhoff-von Neumann);
+* other small problems (``min(n, m) < SPARSE_MIN_WIDTH``): the assignment solver on the
+  split problem when one side is exactly twice the other, POT's dense network simplex
+  (``ot.emd``) otherwise;
 * larger problems: column generation on POT's sparse network simplex
   (:func:`restricted_network_simplex`).  The restricted problem starts from the
   ``SPARSE_CANDIDATES`` cheapest entries of every row and column plus the north-west corner
@@ -39,6 +40,9 @@ class OTSolverError(RuntimeError):
     """The network simplex stopped before reaching the optimum."""
 
 
+#: equal widths up to this use the assignment solver (faster there; measured on
+#: correlation costs, see benchmarks/inner_ot.py)
+ASSIGNMENT_MAX_WIDTH = 1024
 #: below this width (of the narrower side) the dense solvers are used
 SPARSE_MIN_WIDTH = 64
 #: cheapest entries per row and per column in the first restricted problem
@@ -58,12 +62,12 @@ def exact_ot(cost: np.ndarray) -> tuple[sp.csr_matrix, float]:
     if n == 1 or m == 1:
         dense = np.full((n, m), 1.0 / (n * m))
         return sp.csr_matrix(dense), float(cost.mean())
-    if min(n, m) >= SPARSE_MIN_WIDTH:
-        return restricted_network_simplex(cost)
-    if n == m:
+    if n == m and n <= ASSIGNMENT_MAX_WIDTH:
         rows, cols = linear_sum_assignment(cost)
         plan = sp.csr_matrix((np.full(n, 1.0 / n), (rows, cols)), shape=(n, m))
         return plan, float(cost[rows, cols].sum() / n)
+    if min(n, m) >= SPARSE_MIN_WIDTH:
+        return restricted_network_simplex(cost)
     if max(n, m) == 2 * min(n, m):
         return _split_assignment(cost)
     return _dense_network_simplex(cost)
