@@ -286,3 +286,16 @@ def test_cuda_sinkhorn_gap(rng):
     assert soft.inner_gap_bound_.max() < 5e-3
     rotated = MOT(rotation=True, solver="sinkhorn", device="cuda").fit(X, Y)
     assert np.isfinite(rotated.cost_).all()
+
+
+def test_three_level_mot_uses_the_engine(rng):
+    from motalign import ThreeLevelMOT
+
+    checkpoints = [[rng.standard_normal((40, w)) for w in (6, 8)] for _ in range(3)]
+    serial = ThreeLevelMOT().fit(checkpoints, checkpoints[::-1])
+    parallel = ThreeLevelMOT(n_jobs=2).fit(checkpoints, checkpoints[::-1])
+    np.testing.assert_array_equal(serial.checkpoint_cost_, parallel.checkpoint_cost_)
+    np.testing.assert_allclose(np.diag(serial.checkpoint_cost_[:, ::-1]), 0, atol=1e-12)
+    soft = ThreeLevelMOT(solver="sinkhorn").fit(checkpoints, checkpoints[::-1])
+    assert np.all(soft.checkpoint_cost_ >= serial.checkpoint_cost_ - 1e-6)
+    np.testing.assert_array_equal(soft.pairwise_best_, serial.pairwise_best_)

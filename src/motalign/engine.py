@@ -126,8 +126,8 @@ def engine_options(solver="exact", device="cpu", n_jobs=None, epsilon=1e-3,
         raise ValueError(f"batch_bytes must be a positive integer, got {batch_bytes!r}")
     device = str(device)
     resolved = device if device.startswith("cuda:") else resolve_device(device)
-    if solver == "sinkhorn" and resolved == "cpu" and device == "cpu":
-        resolved = "torch-cpu"
+    if solver == "sinkhorn" and resolved == "cpu":
+        resolved = "torch-cpu"  # Sinkhorn always runs in torch
     return EngineOptions(solver=solver, device=resolved, n_jobs=resolve_n_jobs(n_jobs),
                          epsilon=float(epsilon), batch_bytes=int(batch_bytes))
 
