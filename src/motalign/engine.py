@@ -177,7 +177,10 @@ class Standardized:
         return self.stats[index].transform(self.arrays[index])
 
 
-def _solve_exact_pair(xz, yz, gram_x, rotation, max_iter, tol):
+def align_pair(xz, yz, *, rotation=False, gram_x=None, max_iter=30, tol=1e-7):
+    """Inner alignment of one layer pair of z-scored layers on the CPU: exact correlation
+    OT (Sec. 2.2.1, Eq. 2) or MOT+R (Sec. 2.3).  Returns ``(plan, cost, history,
+    rotation_matrix)``; the last two are None without rotation."""
     if rotation:
         result = rotation_alignment(xz, yz, gram_x=gram_x, max_iter=max_iter, tol=tol)
         return result.plan, result.cost, result.history, result.rotation
@@ -255,7 +258,8 @@ def _run_cpu(x_std, y_std, pairs, result, rotation, max_iter, tol, keep_plans, k
         for i, (l, m) in enumerate(pairs):
             if current is None or current[0] != l:
                 current = (l, *source(l))
-            outcome = _solve_exact_pair(current[1], y_std(m), current[2], rotation, max_iter, tol)
+            outcome = align_pair(current[1], y_std(m), rotation=rotation, gram_x=current[2],
+                                 max_iter=max_iter, tol=tol)
             if last_use[l] == i:
                 current = None
             _store(result, (l, m), outcome, rotation, keep_plans, keep_rotations)
@@ -263,7 +267,7 @@ def _run_cpu(x_std, y_std, pairs, result, rotation, max_iter, tol, keep_plans, k
 
     def pair_task(x_future, y_future):
         (xz, gram_x), yz = x_future.result(), y_future.result()
-        return _solve_exact_pair(xz, yz, gram_x, rotation, max_iter, tol)
+        return align_pair(xz, yz, rotation=rotation, gram_x=gram_x, max_iter=max_iter, tol=tol)
 
     rows = sorted(last_use, key=last_use.get)
     with _blas_single_thread(n_jobs), ThreadPoolExecutor(max_workers=n_jobs) as pool:

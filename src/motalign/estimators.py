@@ -12,11 +12,10 @@ from sklearn.utils import check_random_state
 
 from ._validation import Layers, check_layers, check_like_fit, check_paired
 from .couplings import COUPLINGS, check_coupling_name, layer_couplings
+from .engine import InnerAlignment, align_pair, engine_options, inner_alignment  # noqa: F401
 from .metrics import columnwise_pearson
 from .preprocessing import LayerStats
-from .engine import SOLVERS, EngineOptions, InnerAlignment, engine_options, inner_alignment
-from .rotation import rotation_alignment
-from .solvers import correlation_ot, exact_ot
+from .solvers import exact_ot
 
 
 #: MOT+R keeps every layer pair's rotation during a fit when they fit in this many bytes;
@@ -26,40 +25,6 @@ ROTATION_CACHE_BYTES = 2 * 1024**3
 
 def fit_stats(layers: Layers) -> list[LayerStats]:
     return [LayerStats.fit(a) for a in layers.arrays]
-
-
-def align_pair(xz, yz, *, rotation=False, gram_x=None, max_iter=30, tol=1e-7):
-    """Inner alignment of one layer pair of z-scored layers: correlation OT (Sec. 2.2.1)
-    or MOT+R (Sec. 2.3).  Returns ``(plan, cost, history, rotation_matrix)``; the last two
-    are None without rotation."""
-    if rotation:
-        result = rotation_alignment(xz, yz, gram_x=gram_x, max_iter=max_iter, tol=tol)
-        return result.plan, result.cost, result.history, result.rotation
-    plan, cost = correlation_ot(xz, yz)
-    return plan, cost, None, None
-
-
-def align_layer_pairs(
-    x: Layers,
-    y: Layers,
-    x_stats: list[LayerStats],
-    y_stats: list[LayerStats],
-    *,
-    rotation: bool = False,
-    max_iter: int = 30,
-    tol: float = 1e-7,
-    keep_plans: bool = True,
-    keep_rotations: bool = True,
-    options: EngineOptions | None = None,
-) -> InnerAlignment:
-    """Run the inner OT (Eq. 2 of Sec. 2.2.1, or the MOT+R objective of Sec. 2.3) on every
-    layer pair with the inner-OT engine (:mod:`motalign.engine`): each layer z-scored once,
-    cost blocks by GEMM, layer pairs in parallel, memory bounded by ``n_jobs`` pairs' cost
-    matrices."""
-    return inner_alignment(
-        x.arrays, y.arrays, x_stats, y_stats, rotation=rotation, max_iter=max_iter, tol=tol,
-        keep_plans=keep_plans, keep_rotations=keep_rotations, options=options,
-    )
 
 
 def two_level_objective(cost: np.ndarray) -> tuple[np.ndarray, float]:
@@ -158,8 +123,8 @@ class MOT(BaseEstimator):
         x, y = self._prepare(X, Y)
         rotation_bytes = 8 * sum(n * n for n in x.widths) * y.n_layers
         keep_rotations = bool(self.rotation) and rotation_bytes <= ROTATION_CACHE_BYTES
-        inner = align_layer_pairs(
-            x, y, self.x_stats_, self.y_stats_, rotation=bool(self.rotation),
+        inner = inner_alignment(
+            x.arrays, y.arrays, self.x_stats_, self.y_stats_, rotation=bool(self.rotation),
             max_iter=self.max_iter, tol=self.tol, keep_rotations=keep_rotations,
             options=self._options,
         )
@@ -167,7 +132,7 @@ class MOT(BaseEstimator):
 
     def fit_from_inner(self, X, Y, cost, plans, histories=None):
         """Finish a fit whose inner level was computed elsewhere (e.g. by the workflow's
-        sharded inner-OT jobs, see :func:`align_pair`): ``cost`` (L x M), ``plans`` (L x M
+        sharded inner-OT jobs, see :func:`motalign.engine.inner_alignment`): ``cost`` (L x M), ``plans`` (L x M
         nested sequence of n_l x n_m plans, total mass 1) and, for MOT+R, ``histories``
         ({(l, m): costs}).  X and Y are the fit data; MOT+R rotations of the pairs that the
         couplings use are recomputed from them (the alternation is deterministic)."""

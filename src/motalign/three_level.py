@@ -9,8 +9,8 @@ from sklearn.base import BaseEstimator
 
 from ._validation import check_layers, check_paired
 from .couplings import one_hot_rows
-from .engine import engine_options
-from .estimators import align_layer_pairs, fit_stats, two_level_objective
+from .engine import engine_options, inner_alignment
+from .estimators import fit_stats, two_level_objective
 from .solvers import exact_ot
 
 
@@ -99,8 +99,8 @@ def checkpoint_costs(xs, ys, *, rotation=False, max_iter=30, tol=1e-7, solver="e
     cost = np.empty((len(xs), len(ys)))
     for c, (x, xst) in enumerate(zip(xs, x_stats)):
         for d, (y, yst) in enumerate(zip(ys, y_stats)):
-            inner = align_layer_pairs(
-                x, y, xst, yst, rotation=rotation, max_iter=max_iter, tol=tol,
+            inner = inner_alignment(
+                x.arrays, y.arrays, xst, yst, rotation=rotation, max_iter=max_iter, tol=tol,
                 keep_plans=False, keep_rotations=False, options=options,
             )
             cost[c, d] = two_level_objective(inner.cost)[1]
