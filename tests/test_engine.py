@@ -186,6 +186,8 @@ def test_devices_and_options(monkeypatch):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="cuda"):
             resolve_device("cuda")
+        with pytest.raises(ValueError, match="cuda"):
+            engine_options(device="cuda:1")
     assert engine_options(solver="sinkhorn", device="cpu").device == "torch-cpu"
     assert engine_options(n_jobs=-1).n_jobs >= 1
     for bad, match in [({"solver": "lp"}, "solver"), ({"device": "gpu"}, "device"),

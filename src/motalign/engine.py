@@ -125,7 +125,11 @@ def engine_options(solver="exact", device="cpu", n_jobs=None, epsilon=1e-3,
     if not isinstance(batch_bytes, (int, np.integer)) or batch_bytes <= 0:
         raise ValueError(f"batch_bytes must be a positive integer, got {batch_bytes!r}")
     device = str(device)
-    resolved = device if device.startswith("cuda:") else resolve_device(device)
+    if device.startswith("cuda:"):
+        resolve_device("cuda")  # raises when CUDA is not available
+        resolved = device
+    else:
+        resolved = resolve_device(device)
     if solver == "sinkhorn" and resolved == "cpu":
         resolved = "torch-cpu"  # Sinkhorn always runs in torch
     return EngineOptions(solver=solver, device=resolved, n_jobs=resolve_n_jobs(n_jobs),
