@@ -226,9 +226,11 @@ def pair_inputs(wildcards):
     }
 
 
-def inner_resources(wildcards, attempt):
-    """Memory grows with the widest layer pair's cost matrix and the fit data."""
-    return 2000 * attempt + 64 * config["shard_size"]
+def inner_resources(wildcards, input, threads, attempt):
+    """Memory of an inner-OT job: its layers (float32 on disk, float64 z-scores of the fit
+    rows: at most 3x the activation files) plus one layer pair's cost and solver arrays
+    per engine thread (about 250 MB at 3,072 x 2,048); doubled, tripled on retries."""
+    return int((2000 + 3 * input.size_mb + 250 * threads + 64 * config["shard_size"]) * attempt)
 
 
 # --- used by baselines.smk
