@@ -141,6 +141,10 @@ def test_subset_of_pairs_and_bad_pairs(rng):
         inner_alignment(X, Y, pairs=[(3, 0)])
     with pytest.raises(ValueError, match="listed twice"):
         inner_alignment(X, Y, pairs=[(0, 0), (0, 0)])
+    with pytest.raises(ValueError, match="layer 1 of Y has 29 stimuli, other layers have 30"):
+        inner_alignment(X, [Y[0], Y[1][:29]])
+    with pytest.raises(ValueError, match="layer 0 of X must be a non-empty"):
+        inner_alignment([None] + X[1:], Y)
 
 
 @pytest.mark.parametrize("n_jobs", [1, 2])

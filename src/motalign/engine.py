@@ -159,6 +159,23 @@ def _check_pairs(pairs, n_x: int, n_y: int) -> list[tuple[int, int]]:
     return sorted(checked)
 
 
+def _check_used_layers(x_arrays, y_arrays, pairs) -> None:
+    """Every layer a pair uses is a finite-shaped 2-D array, all on the same stimuli."""
+    rows = None
+    for side, arrays, used in (("X", x_arrays, {l for l, _ in pairs}), ("Y", y_arrays, {m for _, m in pairs})):
+        for index in sorted(used):
+            layer = arrays[index]
+            shape = getattr(layer, "shape", None)
+            if shape is None or len(shape) != 2 or 0 in shape:
+                raise ValueError(f"inner alignment: layer {index} of {side} must be a non-empty "
+                                 f"(stimuli x units) array, got {shape if shape is not None else type(layer).__name__}")
+            if rows is None:
+                rows = shape[0]
+            elif shape[0] != rows:
+                raise ValueError(f"inner alignment: layer {index} of {side} has {shape[0]} stimuli, "
+                                 f"other layers have {rows}")
+
+
 class Standardized:
     """Z-scores of a network's layers with fit statistics (fitted on first use when not
     given): ``std(i)`` computes once and keeps, ``std.compute(i)`` does not keep."""
@@ -215,6 +232,7 @@ def inner_alignment(
     options = options or EngineOptions()
     n_x, n_y = len(x_arrays), len(y_arrays)
     pairs = _check_pairs(pairs, n_x, n_y)
+    _check_used_layers(x_arrays, y_arrays, pairs)
     x_std, y_std = Standardized(x_arrays, x_stats), Standardized(y_arrays, y_stats)
     result = InnerAlignment(
         cost=np.full((n_x, n_y), np.nan),
