@@ -14,7 +14,7 @@ with marginals ``1/n`` and ``1/m``:
   ``SPARSE_CANDIDATES`` cheapest entries of every row and column plus the north-west corner
   support (so it is always feasible); after each solve the reduced costs
   ``C_ij - u_i - v_j`` of *all* entries are priced against its duals, the most negative
-  entry of each violating row and column is added, and the loop ends when none is below
+  entry of each violating row is added, and the loop ends when none is below
   ``-PRICING_TOLERANCE``.  The duals are then feasible for the full problem, so the plan
   is optimal for it (LP duality; the value is within ``PRICING_TOLERANCE`` of the optimum)
   and is a vertex of the transport polytope, as a dense solve would return.
@@ -42,7 +42,7 @@ class OTSolverError(RuntimeError):
 
 #: equal widths up to this use the assignment solver (faster there; measured on
 #: correlation costs, see benchmarks/inner_ot.py)
-ASSIGNMENT_MAX_WIDTH = 1024
+ASSIGNMENT_MAX_WIDTH = 768
 #: below this width (of the narrower side) the dense solvers are used
 SPARSE_MIN_WIDTH = 64
 #: cheapest entries per row and per column in the first restricted problem
@@ -103,37 +103,31 @@ def north_west_corner(n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _cheapest_entries(cost, k):
-    """Keys ``i * m + j`` of the k cheapest entries of every row and of every column."""
+    """Keys ``i * m + j`` of the k cheapest entries of every row and of every column, and
+    of the north-west corner support."""
     n, m = cost.shape
     kr, kc = min(k, m - 1), min(k, n - 1)
     rows = np.repeat(np.arange(n, dtype=np.int64), kr) * m + np.argpartition(cost, kr, axis=1)[:, :kr].ravel()
-    cols = np.argpartition(cost.T, kc, axis=1)[:, :kc].ravel().astype(np.int64) * m + np.repeat(np.arange(m), kc)
+    by_column = np.argpartition(np.ascontiguousarray(cost.T), kc, axis=1)[:, :kc]
+    cols = by_column.ravel().astype(np.int64) * m + np.repeat(np.arange(m), kc)
     nw_rows, nw_cols = north_west_corner(n, m)
-    return np.unique(np.concatenate([rows, cols, nw_rows.astype(np.int64) * m + nw_cols]))
+    return np.concatenate([rows, cols, nw_rows.astype(np.int64) * m + nw_cols])
 
 
 def price(cost, u, v):
-    """For each row and each column the entry of least reduced cost ``C_ij - u_i - v_j``:
-    returns ``(row_arg, row_min, col_arg, col_min)``.  Rows are priced in blocks."""
-    n, m = cost.shape
-    row_arg = np.empty(n, dtype=np.int64)
-    row_min = np.empty(n)
-    col_arg = np.zeros(m, dtype=np.int64)
-    col_min = np.full(m, np.inf)
-    columns = np.arange(m)
+    """For each row the entry of least reduced cost ``C_ij - u_i - v_j``: returns
+    ``(arg, value)``, priced in blocks of rows that stay in cache.  Every entry is
+    priced: an entry with a negative reduced cost makes its row's minimum negative."""
+    n, _ = cost.shape
+    arg = np.empty(n, dtype=np.int64)
+    value = np.empty(n)
     for start in range(0, n, _PRICING_BLOCK):
         stop = min(start + _PRICING_BLOCK, n)
         reduced = cost[start:stop] - v
         reduced -= u[start:stop, None]
-        arg = reduced.argmin(axis=1)
-        row_arg[start:stop] = arg
-        row_min[start:stop] = reduced[np.arange(stop - start), arg]
-        block_arg = reduced.argmin(axis=0)
-        block_min = reduced[block_arg, columns]
-        better = block_min < col_min
-        col_min[better] = block_min[better]
-        col_arg[better] = block_arg[better] + start
-    return row_arg, row_min, col_arg, col_min
+        arg[start:stop] = reduced.argmin(axis=1)
+        value[start:stop] = reduced[np.arange(stop - start), arg[start:stop]]
+    return arg, value
 
 
 def _sparse_network_simplex(a, b, rows, cols, values, duals=None):
@@ -164,18 +158,21 @@ def restricted_network_simplex(cost, *, candidates: int = SPARSE_CANDIDATES,
     docstring.  Returns ``(plan, <cost, plan>)`` like :func:`exact_ot`."""
     n, m = cost.shape
     a, b = np.full(n, 1.0 / n), np.full(m, 1.0 / m)
-    keys = _cheapest_entries(cost, candidates)
+    in_set = np.zeros(n * m, dtype=bool)
+    in_set[_cheapest_entries(cost, candidates)] = True
+    keys = np.flatnonzero(in_set)
     duals = None
     for _ in range(max_rounds):
         rows, cols = np.divmod(keys, m)
         plan, duals = _sparse_network_simplex(a, b, rows, cols, cost[rows, cols], duals)
-        row_arg, row_min, col_arg, col_min = price(cost, *duals)
-        bad_rows = np.flatnonzero(row_min < -tolerance)
-        bad_cols = np.flatnonzero(col_min < -tolerance)
-        if bad_rows.size == 0 and bad_cols.size == 0:
+        arg, value = price(cost, *duals)
+        bad = np.flatnonzero(value < -tolerance)
+        if bad.size == 0:
             return plan, float((plan.multiply(cost)).sum())
-        keys = np.union1d(keys, np.concatenate([bad_rows * m + row_arg[bad_rows],
-                                                col_arg[bad_cols] * m + bad_cols]))
+        new = bad * m + arg[bad]
+        new = new[~in_set[new]]
+        in_set[new] = True
+        keys = np.concatenate([keys, new])
     raise OTSolverError(f"exact_ot: column generation did not converge on a {n} x {m} problem")
 
 
