@@ -51,6 +51,8 @@ SPARSE_CANDIDATES = 8
 PRICING_TOLERANCE = 1e-12
 #: rows priced together (keeps a block of reduced costs in cache)
 _PRICING_BLOCK = 128
+#: columns whose cheapest entries are chosen together
+_CANDIDATE_BLOCK = 256
 
 
 def exact_ot(cost: np.ndarray) -> tuple[sp.csr_matrix, float]:
@@ -108,8 +110,12 @@ def _cheapest_entries(cost, k):
     n, m = cost.shape
     kr, kc = min(k, m - 1), min(k, n - 1)
     rows = np.repeat(np.arange(n, dtype=np.int64), kr) * m + np.argpartition(cost, kr, axis=1)[:, :kr].ravel()
-    by_column = np.argpartition(np.ascontiguousarray(cost.T), kc, axis=1)[:, :kc]
-    cols = by_column.ravel().astype(np.int64) * m + np.repeat(np.arange(m), kc)
+    by_column = np.empty((m, kc), dtype=np.int64)
+    for start in range(0, m, _CANDIDATE_BLOCK):  # a contiguous copy of a few columns at a time
+        stop = min(start + _CANDIDATE_BLOCK, m)
+        block = np.ascontiguousarray(cost[:, start:stop].T)
+        by_column[start:stop] = np.argpartition(block, kc, axis=1)[:, :kc]
+    cols = by_column.ravel() * m + np.repeat(np.arange(m), kc)
     nw_rows, nw_cols = north_west_corner(n, m)
     return np.concatenate([rows, cols, nw_rows.astype(np.int64) * m + nw_cols])
 
