@@ -292,6 +292,7 @@ def _run_cpu(x_std, y_std, pairs, result, rotation, max_iter, tol, keep_plans, k
         return align_pair(xz, yz, rotation=rotation, gram_x=gram_x, max_iter=max_iter, tol=tol)
 
     rows = sorted(last_use, key=last_use.get)
+    next_row = dict(zip(rows, rows[1:]))
     with _blas_single_thread(n_jobs), ThreadPoolExecutor(max_workers=n_jobs) as pool:
         # A task only waits on futures submitted before it, so FIFO workers cannot deadlock.
         x_ready = {rows[0]: pool.submit(source, rows[0])}
@@ -300,9 +301,9 @@ def _run_cpu(x_std, y_std, pairs, result, rotation, max_iter, tol, keep_plans, k
         for i, (l, m) in enumerate(pairs):
             if l not in x_ready:
                 x_ready[l] = pool.submit(source, l)
-            following = rows.index(l) + 1
-            if following < len(rows) and rows[following] not in x_ready:
-                x_ready[rows[following]] = pool.submit(source, rows[following])
+            following = next_row.get(l)
+            if following is not None and following not in x_ready:
+                x_ready[following] = pool.submit(source, following)
             pending.append(((l, m), pool.submit(pair_task, x_ready[l], y_ready[m])))
             if last_use[l] == i:
                 del x_ready[l]
