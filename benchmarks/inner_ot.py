@@ -6,7 +6,7 @@ stimulus counts) it times, on the same data:
 * ``pot_loop``   for every layer pair: z-score both layers, ``C = 1 - Xz^T Yz / T`` by one
                  GEMM, POT's ``ot.emd`` (the plain way to run MOT's inner level);
 * ``lsa_loop``   the same with SciPy's ``linear_sum_assignment`` (equal widths only);
-* ``motalign``   :func:`motalign.engine.inner_alignment`, solver="exact" on the CPU
+* ``motalign``   :func:`motalign.inner.inner_alignment`, solver="exact" on the CPU
                  (``--n-jobs`` workers, default every core);
 * ``motalign_cuda``   the same with the cost GEMMs on the GPU (only where CUDA exists);
 * ``sinkhorn`` / ``sinkhorn_cuda``   solver="sinkhorn" (batched log-domain Sinkhorn,
@@ -43,7 +43,8 @@ import numpy as np
 import ot
 from scipy.optimize import linear_sum_assignment
 
-from motalign.engine import EngineOptions, available_cores, engine_options, inner_alignment
+from motalign.inner import EngineOptions, engine_options, inner_alignment
+from motalign.inner.options import available_cores
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from motalign.config import ConfigError, check_config, n_layers, n_shards, shard_pairs
+from motalign.workflow.config import ConfigError, check_config, n_layers, n_shards
+from motalign.workflow.shards import shard_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from motalign.download import (
+from motalign.datasets.download import (
     DownloadError,
     download,
     file_sha256,

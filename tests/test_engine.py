@@ -1,4 +1,4 @@
-"""The inner-OT engine (motalign.engine, motalign.batched, motalign.sinkhorn): exactness
+"""The inner-OT engine (motalign.inner, motalign.solvers.sinkhorn): exactness
 against a plain POT loop, parallel == serial, bounded memory, the batched torch path and
 the Sinkhorn solver with its certified gap.  CUDA tests run only where CUDA exists."""
 
@@ -14,9 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from motalign import MOT
-from motalign import engine as engine_module
-from motalign.engine import EngineOptions, engine_options, inner_alignment, resolve_device
-from motalign import solvers
+from motalign.inner import EngineOptions, engine_options, inner_alignment
+from motalign.inner import cpu as cpu_backend
+from motalign.inner import options as options_module
+from motalign.inner import layers as cpu_backend_layers
+from motalign.inner.options import resolve_device
+from motalign.solvers import exact as solvers
 from motalign.solvers import exact_ot, restricted_network_simplex
 
 torch = pytest.importorskip("torch")
@@ -153,7 +156,7 @@ def test_memory_grows_with_one_pair_and_layers_are_standardized_once(rng, monkey
     however many layer pairs there are."""
     X, Y = random_networks(rng, [10] * 5, [15] * 6, 40)
     alive, peak, lock = [0], [0], threading.Lock()
-    real_cost = engine_module.correlation_cost
+    real_cost = cpu_backend.correlation_cost
 
     def released():
         with lock:
@@ -168,15 +171,15 @@ def test_memory_grows_with_one_pair_and_layers_are_standardized_once(rng, monkey
         return cost
 
     transforms = []
-    real_fit_transform = engine_module.LayerStats.fit_transform.__func__
+    real_fit_transform = cpu_backend_layers.LayerStats.fit_transform.__func__
 
     def counted_fit_transform(cls, layer):
         transforms.append(id(layer))
         return real_fit_transform(cls, layer)
 
-    monkeypatch.setattr(engine_module, "correlation_cost", tracked_cost)
-    monkeypatch.setattr(engine_module.LayerStats, "fit_transform", classmethod(counted_fit_transform))
-    monkeypatch.setattr(engine_module.LayerStats, "transform", lambda *a: pytest.fail("z-scored twice"))
+    monkeypatch.setattr(cpu_backend, "correlation_cost", tracked_cost)
+    monkeypatch.setattr(cpu_backend_layers.LayerStats, "fit_transform", classmethod(counted_fit_transform))
+    monkeypatch.setattr(cpu_backend_layers.LayerStats, "transform", lambda *a: pytest.fail("z-scored twice"))
     inner = inner_alignment(X, Y, options=engine_options(n_jobs=n_jobs))
     assert np.isfinite(inner.cost).all()
     assert 1 <= peak[0] <= n_jobs
@@ -185,7 +188,7 @@ def test_memory_grows_with_one_pair_and_layers_are_standardized_once(rng, monkey
 
 def test_devices_and_options(monkeypatch):
     assert resolve_device("cpu") == "cpu"
-    monkeypatch.setattr(engine_module, "_gpu_visible", lambda: False)
+    monkeypatch.setattr(options_module, "_gpu_visible", lambda: False)
     assert resolve_device("auto") == "cpu"
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="cuda"):
@@ -222,7 +225,7 @@ def test_batched_exact_path_equals_cpu_path(rng, rotation):
 
 
 def test_sinkhorn_plans_are_feasible_and_the_gap_is_certified(rng):
-    from motalign.sinkhorn import sinkhorn_uniform
+    from motalign.solvers.sinkhorn import sinkhorn_uniform
 
     X, Y = random_networks(rng, [20, 20], [30, 30], 80)
     exact = inner_alignment(X, Y)

@@ -9,9 +9,9 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-import motalign.extract as ex  # noqa: E402
-from motalign.extract import hidden_state_names, image_activations, text_activations  # noqa: E402
-from motalign.tiny_models import TEXT_FAMILIES, train_text_model, train_vision_model  # noqa: E402
+import motalign.models.extract as ex  # noqa: E402
+from motalign.models.extract import hidden_state_names, image_activations, text_activations  # noqa: E402
+from motalign.models.tiny import TEXT_FAMILIES, train_text_model, train_vision_model  # noqa: E402
 
 SENTENCES = [
     "a green kite", "the miller grinds corn at dawn while the village sleeps",
@@ -313,7 +313,7 @@ def test_register_tokens_are_excluded(tmp_path, images):
     with torch.no_grad():  # make the registers stand out, so including them would show
         model.embeddings.register_tokens.normal_(0, 5.0)
     model.save_pretrained(tmp_path / "reg")
-    from motalign.tiny_models import _image_processor
+    from motalign.models.tiny import _image_processor
 
     _image_processor("dinov2", 32).save_pretrained(tmp_path / "reg")
     got = image_activations(tmp_path / "reg", images[:6], batch_size=4)

@@ -190,7 +190,7 @@ def test_layer_names_from_mappings(rng):
 @pytest.mark.parametrize("rotation", [False, True])
 def test_fit_from_inner_equals_fit(rng, rotation):
     """Sharded inner results (as the workflow computes them) give the same fit."""
-    from motalign.estimators import align_pair
+    from motalign.inner.cpu import align_pair
     from motalign.preprocessing import standardize
 
     X = random_network(rng, 3, [6, 9, 7], 90)
@@ -201,10 +201,10 @@ def test_fit_from_inner_equals_fit(rng, rotation):
     cost, plans, histories = np.empty((3, 2)), [[None] * 2 for _ in range(3)], {}
     for l in range(3):
         for m in range(2):
-            plan, cost[l, m], history, _ = align_pair(
-                standardize(fit_x[l])[0], standardize(fit_y[m])[0], rotation=rotation
+            result = align_pair(
+                (l, m), standardize(fit_x[l])[0], standardize(fit_y[m])[0], rotation=rotation
             )
-            plans[l][m], histories[l, m] = plan, history
+            plans[l][m], cost[l, m], histories[l, m] = result.plan, result.cost, result.history
     rebuilt = MOT(rotation=rotation, random_state=3).fit_from_inner(
         fit_x, fit_y, cost, plans, histories if rotation else None
     )

@@ -609,7 +609,7 @@ def test_fetch_shared_stimuli_and_read_local(remote, mirror, tmp_path):
 def test_pipeline_mirror_then_stimuli_then_brain_responses(remote, tmp_path, monkeypatch):
     """download_nsd (the workflow's rule) -> shared images -> one subject's responses."""
     from motalign import pipeline
-    from motalign.store import ActivationStore
+    from motalign.io.store import ActivationStore
 
     monkeypatch.setenv(nr.ENDPOINT_ENV, remote["endpoint"])
     monkeypatch.setenv(nr.BUCKET_ENV, BUCKET)

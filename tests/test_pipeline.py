@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from motalign import pipeline
-from motalign.store import write_activations
+from motalign.io.store import write_activations
 
 
 def test_digit_stimuli_are_class_balanced_and_seeded(tmp_path):

@@ -15,7 +15,7 @@ pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 Image = pytest.importorskip("PIL.Image")
 
-from motalign.sources import (  # noqa: E402
+from motalign.datasets.sources import (  # noqa: E402
     IMAGENET_VAL_SHARDS,
     STSB_REPO,
     STSB_REVISION,

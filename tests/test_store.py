@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from motalign.store import ActivationStore, atomic_path, write_activations
+from motalign.io.atomic import atomic_path
+from motalign.io.store import ActivationStore, write_activations
 
 
 def test_round_trip_metadata_and_lazy_layers(tmp_path, rng):

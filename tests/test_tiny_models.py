@@ -9,8 +9,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from motalign.extract import _image_activations_loaded, image_activations, text_activations  # noqa: E402
-from motalign.tiny_models import (  # noqa: E402
+from motalign.models.extract import _image_activations_loaded, image_activations, text_activations  # noqa: E402
+from motalign.models.tiny import (  # noqa: E402
     SUMMARY_FILE, TEXT_FAMILIES, VISION_FAMILIES, default_architecture, n_hidden_states,
     train_text_model, train_vision_model,
 )
@@ -203,7 +203,7 @@ def test_text_training_is_deterministic(tmp_path):
 
 
 def test_interrupted_training_leaves_nothing_and_success_replaces(tmp_path, monkeypatch):
-    import motalign.tiny_models as tm
+    import motalign.models.tiny as tm
 
     arch = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
                 intermediate_size=32)

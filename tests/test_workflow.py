@@ -78,7 +78,7 @@ def test_simulated_subjects_align_region_to_region(run):
 
 
 def test_activation_stores_and_splits(run):
-    from motalign.store import ActivationStore
+    from motalign.io.store import ActivationStore
 
     with ActivationStore(run / "results" / "activations" / "sentences" / "llama_s.npz") as store:
         assert store.n_layers == 4  # blocks, embeddings excluded

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .estimators import MOT
+from .mot import MOT
 from .metrics import hierarchy_score
 
 SCENARIOS = ("shuffled", "depth_doubled", "rotated", "drifting_hierarchy")

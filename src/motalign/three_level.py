@@ -9,8 +9,15 @@ from sklearn.base import BaseEstimator
 
 from ._validation import check_layers, check_paired
 from .couplings import one_hot_rows
-from .engine import engine_options, inner_alignment
-from .estimators import fit_stats, two_level_objective
+from .inner import alternation, engine_options, inner_alignment
+from .inner.types import (
+    DEFAULT_DEVICE,
+    DEFAULT_EPSILON,
+    DEFAULT_MAX_ITER,
+    DEFAULT_SOLVER,
+    DEFAULT_TOL,
+)
+from .mot import fit_stats, two_level_objective
 from .solvers import exact_ot
 
 
@@ -47,8 +54,8 @@ class ThreeLevelMOT(BaseEstimator):
     source_checkpoint_names_, target_checkpoint_names_ : tuples of names.
     """
 
-    def __init__(self, rotation=False, max_iter=30, tol=1e-7, solver="exact", device="cpu",
-                 n_jobs=None, epsilon=1e-3):
+    def __init__(self, rotation=False, max_iter=DEFAULT_MAX_ITER, tol=DEFAULT_TOL,
+                 solver=DEFAULT_SOLVER, device=DEFAULT_DEVICE, n_jobs=None, epsilon=DEFAULT_EPSILON):
         self.rotation = rotation
         self.max_iter = max_iter
         self.tol = tol
@@ -88,19 +95,21 @@ class ThreeLevelMOT(BaseEstimator):
         return self
 
 
-def checkpoint_costs(xs, ys, *, rotation=False, max_iter=30, tol=1e-7, solver="exact",
-                     device="cpu", n_jobs=None, epsilon=1e-3) -> np.ndarray:
+def checkpoint_costs(xs, ys, *, rotation=False, max_iter=DEFAULT_MAX_ITER, tol=DEFAULT_TOL,
+                     solver=DEFAULT_SOLVER, device=DEFAULT_DEVICE, n_jobs=None,
+                     epsilon=DEFAULT_EPSILON) -> np.ndarray:
     """Two-level MOT objective <C, P> for every pair of validated checkpoint networks
     (``Layers``): the checkpoint cost matrix of Sec. 3.4.  The inner levels run on the
-    inner-OT engine (:mod:`motalign.engine`) with the given solver, device and n_jobs."""
+    inner-OT engine (:mod:`motalign.inner`) with the given solver, device and n_jobs."""
     options = engine_options(solver, device, n_jobs, epsilon)
+    stopping = alternation(max_iter, tol)
     x_stats = [fit_stats(net) for net in xs]
     y_stats = [fit_stats(net) for net in ys]
     cost = np.empty((len(xs), len(ys)))
     for c, (x, xst) in enumerate(zip(xs, x_stats)):
         for d, (y, yst) in enumerate(zip(ys, y_stats)):
             inner = inner_alignment(
-                x.arrays, y.arrays, xst, yst, rotation=rotation, max_iter=max_iter, tol=tol,
+                x.arrays, y.arrays, xst, yst, rotation=rotation, alternation=stopping,
                 keep_plans=False, keep_rotations=False, options=options,
             )
             cost[c, d] = two_level_objective(inner.cost)[1]

@@ -2,7 +2,7 @@
 
 import itertools
 
-from motalign.config import METHODS, check_config, n_layers, n_shards, network_kind
+from motalign.workflow.config import METHODS, check_config, n_layers, n_shards, network_kind
 
 check_config(config)
 
@@ -275,7 +275,7 @@ SUBSAMPLING = config.get("subsampling") or {}
 
 # --- used by report.smk
 
-from motalign.reporting import TABLES, figure_specs, table_experiments, table_ids
+from motalign.workflow.reporting import TABLES, figure_specs, table_experiments, table_ids
 
 TABLE_IDS = table_ids(config)
 FIGURES = figure_specs(config)

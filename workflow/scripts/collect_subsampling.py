@@ -1,4 +1,5 @@
-from motalign.pipeline import collect_subsampling, log_to
+from motalign.workflow.alignment_jobs import collect_subsampling
+from motalign.workflow.logs import log_to
 
 with log_to(snakemake.log[0]):
     print(collect_subsampling(snakemake.input, snakemake.output[0]), "rows")

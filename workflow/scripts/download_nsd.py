@@ -1,4 +1,5 @@
-from motalign.pipeline import download_nsd, log_to
+from motalign.workflow.data_jobs import download_nsd
+from motalign.workflow.logs import log_to
 
 with log_to(snakemake.log[0]):
     print(download_nsd(snakemake.output[0], subjects=snakemake.params.subjects,

@@ -1,4 +1,5 @@
-from motalign.pipeline import extract_activations, log_to
+from motalign.workflow.logs import log_to
+from motalign.workflow.model_jobs import extract_activations
 
 with log_to(snakemake.log[0]):
     extraction = snakemake.params.extraction

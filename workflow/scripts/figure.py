@@ -1,5 +1,5 @@
-from motalign.pipeline import log_to
-from motalign.reporting import build_figure
+from motalign.workflow.logs import log_to
+from motalign.workflow.reporting import build_figure
 
 with log_to(snakemake.log[0]):
     build_figure(snakemake.wildcards.figure_id, snakemake.config, snakemake.params.inputs,

@@ -1,4 +1,6 @@
-from motalign.pipeline import check_layer_count, inner_shard, log_to
+from motalign.io.store import check_layer_count
+from motalign.workflow.alignment_jobs import inner_shard
+from motalign.workflow.logs import log_to
 
 with log_to(snakemake.log[0]):
     wc = snakemake.wildcards
@@ -8,5 +10,5 @@ with log_to(snakemake.log[0]):
     print(inner_shard(snakemake.input.x, snakemake.input.y, snakemake.input.split,
                       snakemake.output[0], shard=int(wc.shard),
                       shard_size=snakemake.params.shard_size,
-                      rotation=snakemake.params.rotation, n_jobs=snakemake.threads,
-                      **snakemake.params.mot))
+                      rotation=snakemake.params.rotation,
+                      mot={**snakemake.params.mot, "n_jobs": snakemake.threads}))

@@ -1,4 +1,5 @@
-from motalign.pipeline import log_to, outer_alignment
+from motalign.workflow.alignment_jobs import outer_alignment
+from motalign.workflow.logs import log_to
 
 with log_to(snakemake.log[0]):
     result = outer_alignment(snakemake.input.x, snakemake.input.y, snakemake.input.split,

@@ -1,4 +1,5 @@
-from motalign.pipeline import log_to, prepare_stimuli
+from motalign.datasets.stimuli import prepare_stimuli
+from motalign.workflow.logs import log_to
 
 with log_to(snakemake.log[0]):
     print(prepare_stimuli(snakemake.params.dataset, snakemake.output[0],

@@ -1,4 +1,5 @@
-from motalign.pipeline import log_to, simulate_nsd
+from motalign.workflow.data_jobs import simulate_nsd
+from motalign.workflow.logs import log_to
 
 with log_to(snakemake.log[0]):
     sim = snakemake.params.simulation

@@ -1,4 +1,5 @@
-from motalign.pipeline import log_to, subsample_alignment
+from motalign.workflow.alignment_jobs import subsample_alignment
+from motalign.workflow.logs import log_to
 
 with log_to(snakemake.log[0]):
     print(subsample_alignment(snakemake.input.x, snakemake.input.y, snakemake.input.split,

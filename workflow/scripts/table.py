@@ -1,5 +1,5 @@
-from motalign.pipeline import log_to
-from motalign.reporting import TABLES, build_table, write_table
+from motalign.workflow.logs import log_to
+from motalign.workflow.reporting import TABLES, build_table, write_table
 
 with log_to(snakemake.log[0]):
     table_id = snakemake.wildcards.table_id

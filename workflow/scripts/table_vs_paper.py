@@ -1,5 +1,5 @@
-from motalign.pipeline import log_to
-from motalign.reporting import build_table, write_vs_paper
+from motalign.workflow.logs import log_to
+from motalign.workflow.reporting import build_table, write_vs_paper
 
 with log_to(snakemake.log[0]):
     table = build_table(snakemake.wildcards.table_id, snakemake.config, snakemake.params.scores,

@@ -1,4 +1,5 @@
-from motalign.pipeline import log_to, three_level_finish
+from motalign.workflow.alignment_jobs import three_level_finish
+from motalign.workflow.logs import log_to
 
 with log_to(snakemake.log[0]):
     revisions = snakemake.params.revisions

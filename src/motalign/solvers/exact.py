@@ -214,7 +214,7 @@ def correlation_cost(xz: np.ndarray, yz: np.ndarray, n_stimuli: int | None = Non
 
 
 def correlation_ot(xz: np.ndarray, yz: np.ndarray) -> tuple[sp.csr_matrix, float]:
-    """Inner OT of MOT (SPEC §1.1-1.2): exact OT on the correlation-distance cost."""
+    """Inner OT of MOT (Sec. 2.2.1, Eq. 2): exact OT on the correlation-distance cost."""
     return exact_ot(correlation_cost(xz, yz))
 
 
@@ -224,3 +224,14 @@ def transport_marginals(plan) -> tuple[np.ndarray, np.ndarray]:
         return np.asarray(plan.sum(axis=1)).ravel(), np.asarray(plan.sum(axis=0)).ravel()
     plan = np.asarray(plan)
     return plan.sum(axis=1), plan.sum(axis=0)
+
+
+def sparse_plan(dense: np.ndarray, drop_below: float | None = None) -> sp.csr_matrix:
+    """A dense plan as CSR; with ``drop_below`` entries under ``drop_below / (n m)`` are
+    dropped (total mass dropped <= ``drop_below``)."""
+    dense = np.asarray(dense, dtype=np.float64)
+    if drop_below:
+        dense = np.where(dense >= drop_below / dense.size, dense, 0.0)
+    plan = sp.csr_matrix(dense)
+    plan.eliminate_zeros()
+    return plan

@@ -16,55 +16,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import json_default, save_npz
+
 FORMAT_VERSION = 1
-
-
-@contextmanager
-def atomic_path(path, suffix: str | None = None):
-    """Yield a temporary path beside ``path``; rename it onto ``path`` on success only."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or path.suffix)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        with open(tmp, "rb+") as handle:  # flush to disk before the rename makes it visible
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_json(path, payload) -> None:
-    """Write JSON atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=_json_default) + "\n")
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def save_npz(path, **arrays) -> None:
-    """``np.savez`` written atomically (uncompressed, so members can be read lazily)."""
-    with atomic_path(path, suffix=".npz") as tmp:
-        np.savez(tmp, **arrays)
 
 
 def array_checksum(array: np.ndarray) -> str:
@@ -119,7 +79,7 @@ def write_activations(
     save_npz(
         path,
         stimulus_ids=stimulus_ids,
-        __metadata__=np.asarray(json.dumps(meta, default=_json_default)),
+        __metadata__=np.asarray(json.dumps(meta, default=json_default)),
         **arrays,
     )
 
@@ -181,3 +141,28 @@ class ActivationStore:
         """Check every layer against its recorded checksum."""
         for i in range(self.n_layers):
             self.layer(i, verify=True)
+
+
+def load_network(path, rows=None, layers=None) -> tuple[list, tuple, np.ndarray]:
+    """Layers (all, or the indices ``layers``) of a store file, restricted to ``rows``.
+    Returns ``(arrays, layer names, stimulus ids)``."""
+    with ActivationStore(path) as store:
+        indices = range(store.n_layers) if layers is None else layers
+        arrays = [np.asarray(store.layer(i, rows)) for i in indices]
+        return arrays, store.layer_names, store.stimulus_ids
+
+def check_same_stimuli(x_path, y_path) -> None:
+    with ActivationStore(x_path) as x, ActivationStore(y_path) as y:
+        if x.stimulus_ids.shape != y.stimulus_ids.shape or np.any(x.stimulus_ids != y.stimulus_ids):
+            raise ValueError(
+                f"{x_path} and {y_path} were not recorded on the same stimuli "
+                f"({len(x.stimulus_ids)} vs {len(y.stimulus_ids)} ids, or in another order)"
+            )
+
+def check_layer_count(path, expected: int, config_key: str) -> None:
+    with ActivationStore(path) as store:
+        if store.n_layers != expected:
+            raise ValueError(
+                f"{path} holds {store.n_layers} layers but the configuration declares "
+                f"{expected} (config key {config_key})"
+            )

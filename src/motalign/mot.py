@@ -1,6 +1,6 @@
 """The MOT estimator: two-level optimal transport between the layers of two networks.
 
-Paper Sec. 2.2 (MOT) and 2.3 (MOT+R); conventions of SPEC §1.
+Paper Sec. 2.2 (MOT) and 2.3 (MOT+R).
 """
 
 from __future__ import annotations
@@ -12,7 +12,14 @@ from sklearn.utils import check_random_state
 
 from ._validation import Layers, check_layers, check_like_fit, check_paired
 from .couplings import COUPLINGS, check_coupling_name, layer_couplings
-from .engine import InnerAlignment, align_pair, engine_options, inner_alignment  # noqa: F401
+from .inner import InnerAlignment, alternation, engine_options, inner_alignment
+from .inner.types import (
+    DEFAULT_DEVICE,
+    DEFAULT_EPSILON,
+    DEFAULT_MAX_ITER,
+    DEFAULT_SOLVER,
+    DEFAULT_TOL,
+)
 from .metrics import columnwise_pearson
 from .preprocessing import LayerStats
 from .solvers import exact_ot
@@ -81,8 +88,9 @@ class MOT(BaseEstimator):
     Pearson correlations averaged over units, then layers (Sec. 2.2.3).
     """
 
-    def __init__(self, rotation=False, solver="exact", random_state=None, max_iter=30, tol=1e-7,
-                 device="cpu", n_jobs=None, epsilon=1e-3):
+    def __init__(self, rotation=False, solver=DEFAULT_SOLVER, random_state=None,
+                 max_iter=DEFAULT_MAX_ITER, tol=DEFAULT_TOL, device=DEFAULT_DEVICE, n_jobs=None,
+                 epsilon=DEFAULT_EPSILON):
         self.rotation = rotation
         self.solver = solver
         self.device = device
@@ -96,12 +104,9 @@ class MOT(BaseEstimator):
     def _check_params(self):
         try:
             self._options = engine_options(self.solver, self.device, self.n_jobs, self.epsilon)
+            self._alternation = alternation(self.max_iter, self.tol)
         except ValueError as error:
             raise ValueError(f"MOT: {error}") from None
-        if not isinstance(self.max_iter, (int, np.integer)) or self.max_iter < 0:
-            raise ValueError(f"MOT: max_iter must be a non-negative integer, got {self.max_iter!r}")
-        if not np.isfinite(self.tol) or self.tol < 0:
-            raise ValueError(f"MOT: tol must be a non-negative number, got {self.tol!r}")
 
     def _prepare(self, X, Y):
         self._check_params()
@@ -125,14 +130,13 @@ class MOT(BaseEstimator):
         keep_rotations = bool(self.rotation) and rotation_bytes <= ROTATION_CACHE_BYTES
         inner = inner_alignment(
             x.arrays, y.arrays, self.x_stats_, self.y_stats_, rotation=bool(self.rotation),
-            max_iter=self.max_iter, tol=self.tol, keep_rotations=keep_rotations,
-            options=self._options,
+            alternation=self._alternation, keep_rotations=keep_rotations, options=self._options,
         )
         return self._fit_outer(x, y, inner)
 
     def fit_from_inner(self, X, Y, cost, plans, histories=None):
         """Finish a fit whose inner level was computed elsewhere (e.g. by the workflow's
-        sharded inner-OT jobs, see :func:`motalign.engine.inner_alignment`): ``cost`` (L x M), ``plans`` (L x M
+        sharded inner-OT jobs, see :func:`motalign.inner.inner_alignment`): ``cost`` (L x M), ``plans`` (L x M
         nested sequence of n_l x n_m plans, total mass 1) and, for MOT+R, ``histories``
         ({(l, m): costs}).  X and Y are the fit data; MOT+R rotations of the pairs that the
         couplings use are recomputed from them (the alternation is deterministic)."""
@@ -188,7 +192,7 @@ class MOT(BaseEstimator):
     def _recompute_rotations(self, x, y, pairs):
         inner = inner_alignment(
             x.arrays, y.arrays, self.x_stats_, self.y_stats_, pairs=pairs, rotation=True,
-            max_iter=self.max_iter, tol=self.tol, keep_plans=False, options=self._options,
+            alternation=self._alternation, keep_plans=False, options=self._options,
         )
         return inner.rotations
 
@@ -229,7 +233,7 @@ class MOT(BaseEstimator):
 
     # ------------------------------------------------------------------ prediction
     def predict(self, Y_new, coupling="mot") -> list:
-        """Reconstruct every source layer from target activations (SPEC §1.4 / §1.7):
+        """Reconstruct every source layer from target activations (Sec. 2.2.3; MOT+R, Sec. 2.3):
         ``Xhat_l = L * sum_m P[l, m] * Yz_m (n_l Q_lm)^T [R_lm^T]``, in z-scored X units."""
         self._check_fitted()
         weights = self.layer_couplings_[check_coupling_name(coupling)]

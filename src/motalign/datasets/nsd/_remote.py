@@ -75,7 +75,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import nsd
+from . import _nsd as nsd
 
 logger = logging.getLogger(__name__)
 
@@ -394,7 +394,7 @@ def _verify_local(path: Path, size: int, etag: str, hashes: dict | None = None) 
 
 
 def _write_json_atomic(path: Path, obj) -> None:
-    from .store import write_json
+    from ...io.atomic import write_json
 
     write_json(path, obj)
 
@@ -1099,7 +1099,7 @@ def fetch_shared_stimuli(root, out=None, *, nsd_ids=None, client=None, bucket=No
                 return {"path": str(out), "n_images": int(ids.size), "nsd_ids": ids, "skipped": True,
                         "bytes_fetched": rf.bytes_fetched, "requests": rf.requests,
                         "source": source, "source_size": rf.size}
-        from .store import atomic_path
+        from ...io.atomic import atomic_path
 
         with atomic_path(out, suffix=".tmp.hdf5") as tmp, h5py.File(tmp, "w") as f:
             dset = None

@@ -1,4 +1,4 @@
-"""Inner alignment of one layer pair for MOT+R (paper Sec. 2.3, SPEC §1.7).
+"""MOT+R for one layer pair on the CPU (paper Sec. 2.3), in NumPy.
 
 For z-scored layers ``Xz`` (T x n) and ``Yz`` (T x m) MOT+R minimises the reconstruction
 cost
@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from .solvers import exact_ot
+from ..solvers import exact_ot
+from .types import Alternation
 
 
 @dataclass
@@ -61,10 +62,12 @@ def rotation_alignment(
     yz: np.ndarray,
     *,
     gram_x: np.ndarray | None = None,
-    max_iter: int = 30,
-    tol: float = 1e-7,
+    alternation: Alternation = Alternation(),
 ) -> RotationAlignment:
-    """MOT+R inner step for one layer pair; see the module docstring for the objective."""
+    """MOT+R inner step for one layer pair; see the module docstring for the objective.
+    Its batched torch twin is :func:`.rotation_torch.rotation_batch`; both follow the same
+    steps, acceptance rule and stopping rule (``tests/test_inner_contract.py``)."""
+    max_iter, tol = alternation.max_iter, alternation.tol
     t, n = xz.shape
     cross = xz.T @ yz
     if gram_x is None:

@@ -2,7 +2,7 @@
 
 Tables: ``<id>.csv`` (mean, std and number of seeds per cell), ``<id>.md`` and ``<id>.tex``
 (``mean ± std``), and ``<id>_vs_paper.md`` (the paper's value, ours, the difference).  The
-paper's values are data: ``motalign/data/paper_values.csv``, transcribed from the paper.
+paper's values are data: ``motalign/workflow/paper_values.csv``, transcribed from the paper.
 Rows are the configured pairs, labelled with each network's ``label``; rows are matched
 to the paper's by those labels.
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .store import atomic_path
+from ..io.atomic import atomic_path
 
 #: table column -> (method, coupling) in the experiment's score file
 SCORE_COLUMNS = {
@@ -228,7 +228,7 @@ def _tex(text: str) -> str:
 
 def paper_values(table_id: str) -> dict:
     """{(model_1, model_2, column): (value, std or nan)} transcribed from the paper."""
-    text = resources.files("motalign").joinpath("data/paper_values.csv").read_text()
+    text = resources.files("motalign.workflow").joinpath("paper_values.csv").read_text()
     out = {}
     for row in csv.DictReader(text.splitlines()):
         if row["table"] == table_id:

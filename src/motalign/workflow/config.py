@@ -44,15 +44,6 @@ def n_shards(config: dict, source: str, target: str) -> int:
     return math.ceil(n_layers(config, source) * n_layers(config, target) / config["shard_size"])
 
 
-def shard_pairs(n_source: int, n_target: int, shard_size: int, shard: int) -> list:
-    """Layer pairs (row-major) of one shard."""
-    start = shard * shard_size
-    total = n_source * n_target
-    if not 0 <= start < total:
-        raise ValueError(f"shard {shard} is out of range for {n_source} x {n_target} layer pairs")
-    return [divmod(k, n_target) for k in range(start, min(start + shard_size, total))]
-
-
 def _dataset_modality(config, dataset):
     return config["datasets"][dataset]["kind"]
 

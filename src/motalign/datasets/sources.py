@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from .download import download, file_sha256, hf_file_url, read_sidecar
-from .store import save_npz, write_json
+from ..io.atomic import save_npz, write_json
 
 __all__ = [
     "IMAGENET_HUB_REPO",

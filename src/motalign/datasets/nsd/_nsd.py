@@ -830,7 +830,7 @@ def read_stimuli(source, nsd_ids) -> np.ndarray:
 
 def _atomic_path(final: Path, suffix: str):
     """Temporary path beside ``final``, renamed onto it on success (see motalign.store)."""
-    from .store import atomic_path
+    from ...io.atomic import atomic_path
 
     return atomic_path(final, suffix=f".tmp{suffix}")
 

@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
+
+from ..io.atomic import atomic_dir
 
 __all__ = ["TEXT_FAMILIES", "VISION_FAMILIES", "train_text_model", "train_vision_model",
            "n_hidden_states", "default_architecture"]
@@ -76,31 +74,6 @@ def n_hidden_states(family: str, architecture: dict | None = None) -> int:
 
 
 # --------------------------------------------------------------------------- atomic output
-
-
-class _AtomicDir:
-    """Write into ``.<name>.tmp-*`` beside ``out_dir``; rename onto ``out_dir`` on success."""
-
-    def __init__(self, out_dir):
-        self.out = Path(out_dir).expanduser().absolute()
-
-    def __enter__(self) -> Path:
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.tmp-", dir=self.out.parent))
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return False
-        old = None
-        if self.out.exists():
-            old = self.out.with_name(f".{self.out.name}.old-{uuid.uuid4().hex[:8]}")
-            os.replace(self.out, old)
-        os.replace(self.tmp, self.out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        return False
 
 
 @contextlib.contextmanager
@@ -214,7 +187,7 @@ def train_text_model(family: str, architecture: dict, sentences: list[str], out_
     bs = min(int(batch_size), len(sentences))
 
     losses = []
-    with _AtomicDir(out_dir) as tmp, _one_thread():
+    with atomic_dir(out_dir) as tmp, _one_thread():
         for step in range(steps + 1):
             if step in ckpts:
                 model.eval()
@@ -332,7 +305,7 @@ def train_vision_model(family: str, architecture: dict, images: np.ndarray, labe
                                         (image_size // patch_size) ** 2)
     model.eval()
 
-    with _AtomicDir(out_dir) as tmp:
+    with atomic_dir(out_dir) as tmp:
         # hub layouts: facebook/vit-mae-* hold ViTMAEForPreTraining (encoder + decoder),
         # facebook/dinov2-* the bare Dinov2Model (our classifier head is a training device)
         (model if family == "vit_mae" else _base_model(model)).save_pretrained(tmp)

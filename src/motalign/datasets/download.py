@@ -28,7 +28,7 @@ from urllib.parse import quote, urlsplit
 import requests
 import urllib3
 
-from .store import atomic_path
+from ..io.atomic import atomic_path
 
 __all__ = [
     "DownloadError",

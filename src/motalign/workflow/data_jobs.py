@@ -1,0 +1,84 @@
+"""Job functions of the data rules (``workflow/rules/data.smk``, ``splits.smk``): one per
+rule; ``workflow/scripts/`` only unpacks Snakemake's inputs and calls these.  Every output
+is written atomically."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+
+from ..datasets.stimuli import digit_images, nsd_stimulus_id
+from ..io.atomic import atomic_path, save_npz
+from ..io.stimuli import read_stimuli
+from ..io.store import ActivationStore, write_activations
+
+
+def simulate_nsd(out_root, *, subjects, n_images, n_shared, n_specific, n_sessions, volume_shape,
+                 seed) -> dict:
+    """A miniature NSD in the real file layout, its images drawn from scikit-learn's digits."""
+    from ..datasets.nsd import _nsd as nsd
+
+    images = digit_images(n_images=n_images, image_size=32, seed=seed)["images"]
+    return nsd.simulate_nsd(out_root, images, subjects=tuple(subjects), n_shared=n_shared,
+                            n_specific=n_specific,
+                            n_sessions=n_sessions, volume_shape=tuple(volume_shape), seed=seed)
+
+def brain_responses(nsd_root, subject, stimuli_path, out, *, regions, sessions=None) -> dict:
+    """One subject's region responses to a data set's NSD images (z-scored per session,
+    repetitions averaged), written as an activation store with regions as layers."""
+    from ..datasets.nsd import _nsd as nsd
+
+    nsd_ids, responses, info = nsd.subject_responses(
+        nsd_root, subject, sessions=sessions, regions={r: nsd.REGIONS[r] for r in regions}
+    )
+    wanted = read_stimuli(stimuli_path)["ids"]
+    position = {nsd_stimulus_id(i): k for k, i in enumerate(nsd_ids)}
+    missing = [s for s in wanted if s not in position]
+    if missing:
+        raise ValueError(f"{subject}: no responses to {len(missing)} stimuli of {stimuli_path} "
+                         f"(e.g. {missing[:3]})")
+    rows = np.array([position[s] for s in wanted])
+    layers = {region: responses[region][rows] for region in regions}
+    write_activations(out, layers, stimulus_ids=wanted,
+                      metadata={"subject": subject, "source": "nsd", "root": str(nsd_root),
+                                "info": info})
+    return {region: int(a.shape[1]) for region, a in layers.items()}
+
+def make_split(stimuli_path, out, *, seed: int, fit_fraction: float) -> dict:
+    """A seeded random split of the stimuli: ``fit_fraction`` fit, the rest held out."""
+    n = len(read_stimuli(stimuli_path)["ids"])
+    order = np.random.default_rng(seed).permutation(n)
+    n_fit = int(round(fit_fraction * n))
+    if not 2 <= n_fit <= n - 2:
+        raise ValueError(f"{stimuli_path}: {n} stimuli cannot be split {fit_fraction:.0%} / rest "
+                         "with at least 2 on each side")
+    save_npz(out, fit=np.sort(order[:n_fit]), held_out=np.sort(order[n_fit:]), seed=np.array(seed))
+    return {"n_fit": n_fit, "n_held_out": n - n_fit}
+
+def download_nsd(out_root, *, subjects, sessions=None) -> dict:
+    """Mirror what the paper needs from the public NSD bucket (anonymous access): the
+    experimental design, the ROI volumes and every session's betas of ``subjects``, and
+    only the shared images of ``nsd_stimuli.hdf5``, read with ranged requests."""
+    from ..datasets.nsd import _remote as nsd_remote
+
+    client = nsd_remote.s3_client()
+    summary = nsd_remote.download_nsd(out_root, subjects=subjects, sessions=sessions, client=client)
+    shared = nsd_remote.fetch_shared_stimuli(out_root, client=client, block_size=256 * 1024)
+    return {"files": summary["files"], "bytes": summary["bytes"],
+            "shared_images": shared["n_images"], "stimuli_bytes_fetched": shared["bytes_fetched"]}
+
+def nsd_voxel_counts(brain_paths: dict, out_csv) -> int:
+    """Voxels per region and subject (``{brain name: response file}``), as a CSV."""
+    rows = []
+    for brain, path in brain_paths.items():
+        with ActivationStore(path) as store:
+            subject = store.metadata.get("subject", brain)
+            for region, width in zip(store.layer_names, store.widths):
+                rows.append({"brain": brain, "subject": subject, "region": region, "voxels": width,
+                             "images": len(store.stimulus_ids)})
+    with atomic_path(out_csv) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["brain", "subject", "region", "voxels", "images"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return len(rows)
