@@ -122,7 +122,9 @@ def test_global_linear_predictivity_recovers_noisy_linear_map():
     assert est.layer_scores(Xh, Yh).shape == (3,)
 
     # known answer: the same ridge fitted directly on the z-scored fit data
-    z = lambda layers, fit: np.hstack([LayerStats.fit(b).transform(a) for a, b in zip(layers, fit)])
+    def z(layers, fit):
+        return np.hstack([LayerStats.fit(b).transform(a) for a, b in zip(layers, fit)])
+
     ridge = Ridge(alpha=est.alpha_, fit_intercept=False).fit(z(Yf, Yf), z(Xf, Xf))
     np.testing.assert_allclose(np.hstack(est.predict(Yh)), ridge.predict(z(Yh, Yf)), atol=1e-8)
 

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from motalign import MOT
 from motalign.inner import EngineOptions, engine_options, inner_alignment
 from motalign.inner import cpu as cpu_backend
-from motalign.inner import options as options_module
 from motalign.inner import layers as cpu_backend_layers
+from motalign.inner import options as options_module
 from motalign.inner.options import resolve_device
 from motalign.solvers import exact as solvers
 from motalign.solvers import exact_ot, restricted_network_simplex
@@ -205,25 +205,6 @@ def test_devices_and_options(monkeypatch):
 
 
 # --------------------------------------------------------------------------- torch paths
-@pytest.mark.parametrize("rotation", [False, True])
-def test_batched_exact_path_equals_cpu_path(rng, rotation):
-    """The device path with solver="exact" (run here on torch's CPU device, batches of
-    equal-shaped pairs, one pair per batch at the smallest budget) gives the CPU results."""
-    X, Y = random_networks(rng, [10, 16, 10], [10, 20], 50)
-    cpu = inner_alignment(X, Y, rotation=rotation)
-    for batch_bytes in (1, 2**30):
-        options = EngineOptions(solver="exact", device="torch-cpu", n_jobs=2, batch_bytes=batch_bytes)
-        batched = inner_alignment(X, Y, rotation=rotation, options=options)
-        np.testing.assert_allclose(batched.cost, cpu.cost, rtol=0, atol=1e-10)
-        for l in range(3):
-            for m in range(2):
-                np.testing.assert_allclose(batched.plans[l][m].toarray(), cpu.plans[l][m].toarray(), atol=1e-12)
-                if rotation:
-                    history = batched.histories[l, m]
-                    assert np.all(np.diff(history) <= 1e-12)
-                    assert abs(history[-1] - cpu.histories[l, m][-1]) <= 1e-10
-
-
 def test_sinkhorn_plans_are_feasible_and_the_gap_is_certified(rng):
     from motalign.solvers.sinkhorn import sinkhorn_uniform
 

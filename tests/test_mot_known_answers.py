@@ -4,10 +4,9 @@ import numpy as np
 import ot
 import pytest
 
+from conftest import noisy_unit_shuffle, random_network, split
 from motalign import COUPLINGS, MOT, hierarchy_score
 from motalign.solvers import transport_marginals
-
-from conftest import noisy_unit_shuffle, random_network, split
 
 
 def assert_marginals(plan, tol=1e-9):
@@ -191,7 +190,7 @@ def test_layer_names_from_mappings(rng):
 def test_fit_from_inner_equals_fit(rng, rotation):
     """Sharded inner results (as the workflow computes them) give the same fit."""
     from motalign.inner.cpu import align_pair
-    from motalign.preprocessing import standardize
+    from motalign.preprocessing import LayerStats
 
     X = random_network(rng, 3, [6, 9, 7], 90)
     Y = random_network(rng, 2, [8, 6], 90)
@@ -202,7 +201,8 @@ def test_fit_from_inner_equals_fit(rng, rotation):
     for l in range(3):
         for m in range(2):
             result = align_pair(
-                (l, m), standardize(fit_x[l])[0], standardize(fit_y[m])[0], rotation=rotation
+                (l, m), LayerStats.fit_transform(fit_x[l])[1], LayerStats.fit_transform(fit_y[m])[1],
+                rotation=rotation,
             )
             plans[l][m], cost[l, m], histories[l, m] = result.plan, result.cost, result.history
     rebuilt = MOT(rotation=rotation, random_state=3).fit_from_inner(

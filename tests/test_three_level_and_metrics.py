@@ -3,9 +3,8 @@
 import numpy as np
 import pytest
 
-from motalign import MOT, ThreeLevelMOT, columnwise_pearson, hierarchy_score
-
 from conftest import noisy_unit_shuffle, random_network
+from motalign import MOT, ThreeLevelMOT, columnwise_pearson, hierarchy_score
 
 
 def trajectory(rng, n_checkpoints, n_layers=3, width=8, n_stimuli=120, drift=0.8):

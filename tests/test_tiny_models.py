@@ -11,8 +11,13 @@ transformers = pytest.importorskip("transformers")
 
 from motalign.models.extract import _image_activations_loaded, image_activations, text_activations  # noqa: E402
 from motalign.models.tiny import (  # noqa: E402
-    SUMMARY_FILE, TEXT_FAMILIES, VISION_FAMILIES, default_architecture, n_hidden_states,
-    train_text_model, train_vision_model,
+    SUMMARY_FILE,
+    TEXT_FAMILIES,
+    VISION_FAMILIES,
+    default_architecture,
+    n_hidden_states,
+    train_text_model,
+    train_vision_model,
 )
 
 SENTENCES = [
@@ -183,8 +188,7 @@ def test_text_training_is_deterministic(tmp_path):
                 intermediate_size=32)
     s1 = train_text_model("llama", arch, SENTENCES, tmp_path / "a", steps=8, seed=3)
     s2 = train_text_model("llama", arch, SENTENCES, tmp_path / "b", steps=8, seed=3)
-    s3 = train_text_model("llama", arch, SENTENCES, tmp_path / "c", steps=8, seed=4,
-                          checkpoint_steps=[0])
+    train_text_model("llama", arch, SENTENCES, tmp_path / "c", steps=8, seed=4, checkpoint_steps=[0])
     assert s1["final_loss"] == s2["final_loss"]
     assert (tmp_path / "a" / "tokenizer.json").read_bytes() == (tmp_path / "b" / "tokenizer.json").read_bytes()
     from safetensors.numpy import load_file

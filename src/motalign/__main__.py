@@ -15,7 +15,7 @@ def main(argv=None) -> int:
     planted.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     args = parser.parse_args(argv)
 
-    from .planted import format_table, run_planted_suite
+    from .planted import format_table, run_planted_suite  # deferred: POT and scikit-learn
 
     rows = run_planted_suite(seed=args.seed)
     print(format_table(rows))

@@ -8,7 +8,7 @@
 * :class:`PairwiseRSA` (Appendix I, Figure I.1): RDM similarity per layer pair; each source
   layer keeps its most similar target layer.
 
-Conventions shared with MOT (SPEC §1): ``X`` (source) and ``Y`` (target) are sequences, or
+Conventions shared with MOT (paper Sec. 2.2): ``X`` (source) and ``Y`` (target) are sequences, or
 mappings name -> array, of ``T x n`` layers probed with the same ``T`` fit stimuli.  Units are
 z-scored with the fit statistics (:class:`~motalign.preprocessing.LayerStats`, constant-unit
 rule included); reconstructions are of z-scored source units; a held-out score is the Pearson
@@ -133,7 +133,7 @@ class GlobalOT(_GlobalBaseline):
 
     All z-scored layers of each network are concatenated, so that every unit belongs to a
     single layer, and an exact uniform-marginal OT plan ``Q`` (n_x x n_y) is solved on the
-    correlation-distance cost between all source and all target units (SPEC §1.1-1.2, with
+    correlation-distance cost between all source and all target units (Sec. 2.2.1, Eq. 2, with
     one layer per network).  Reconstruction: ``Xhat = Yz @ (n_x Q)^T`` (``n_x Q`` is
     row-stochastic).  The dense n_x x n_y cost is held in memory.
 
@@ -156,7 +156,7 @@ class GlobalOT(_GlobalBaseline):
     layer, as in the paper); ``layer_scores`` splits the same unit scores by source layer.
     """
 
-    def fit(self, X, Y) -> "GlobalOT":
+    def fit(self, X, Y) -> GlobalOT:
         """Fit the plan on paired fit responses ``X`` (source) and ``Y`` (target)."""
         xz, yz = self._fit_networks(X, Y)
         self.plan_, self.cost_ = correlation_ot(np.hstack(xz), np.hstack(yz))
@@ -198,7 +198,7 @@ class GlobalLinearPredictivity(_GlobalBaseline):
     def __init__(self, alphas=DEFAULT_ALPHAS):
         self.alphas = alphas
 
-    def fit(self, X, Y) -> "GlobalLinearPredictivity":
+    def fit(self, X, Y) -> GlobalLinearPredictivity:
         """Fit the ridge map on paired fit responses ``X`` (source) and ``Y`` (target)."""
         xz, yz = self._fit_networks(X, Y)
         ridge = RidgeCV(alphas=self.alphas, fit_intercept=False).fit(np.hstack(yz), np.hstack(xz))
@@ -254,7 +254,7 @@ class PairwiseLinearPredictivity(_ReconstructionBaseline):
     def __init__(self, alphas=DEFAULT_ALPHAS):
         self.alphas = alphas
 
-    def fit(self, X, Y) -> "PairwiseLinearPredictivity":
+    def fit(self, X, Y) -> PairwiseLinearPredictivity:
         """Fit all L x M ridge maps on the fit responses and keep each row's best."""
         xz, yz = self._fit_networks(X, Y)
         n_x, n_y = len(xz), len(yz)
@@ -325,7 +325,7 @@ class PairwiseRSA(BaseEstimator):
         self.max_stimuli = max_stimuli
         self.random_state = random_state
 
-    def fit(self, X, Y) -> "PairwiseRSA":
+    def fit(self, X, Y) -> PairwiseRSA:
         """Compute all RDM similarities on paired fit responses and pick each row's best."""
         if self.method not in ("spearman", "pearson"):
             raise ValueError(f"method must be 'spearman' or 'pearson', got {self.method!r}")

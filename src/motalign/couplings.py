@@ -1,4 +1,4 @@
-"""Layer couplings compared on the same fitted neuron plans (paper Sec. 2.4, SPEC §1.6).
+"""Layer couplings compared on the same fitted neuron plans (paper Sec. 2.4).
 
 Every coupling is an L x M array whose rows sum to 1/L, used in the reconstruction
 ``Xhat_l = L * sum_m P[l, m] * Yz_m (n_l Q_lm)^T``:
@@ -25,7 +25,7 @@ def one_hot_rows(columns: np.ndarray, n_columns: int) -> np.ndarray:
 
 
 def layer_couplings(plan: np.ndarray, cost: np.ndarray, permutation: np.ndarray) -> dict:
-    """The four couplings of SPEC §1.6 from the outer plan, the inner costs and a permutation
+    """The four couplings of Sec. 2.4 from the outer plan, the inner costs and a permutation
     of the source layers (ties in argmax/argmin go to the lowest index)."""
     n_target = plan.shape[1]
     return {

@@ -9,6 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
 
 from ._validation import Layers, check_layers, check_like_fit, check_paired
 from .couplings import COUPLINGS, check_coupling_name, layer_couplings
@@ -23,7 +24,6 @@ from .inner.types import (
 from .metrics import columnwise_pearson
 from .preprocessing import LayerStats
 from .solvers import exact_ot
-
 
 #: MOT+R keeps every layer pair's rotation during a fit when they fit in this many bytes;
 #: otherwise it keeps none and recomputes those that the couplings use afterwards.
@@ -68,8 +68,8 @@ class MOT(BaseEstimator):
         MOT+R stopping rule: at most ``max_iter`` alternations; stop when the relative
         decrease of the reconstruction cost falls below ``tol``.
 
-    Fitted attributes
-    -----------------
+    Attributes
+    ----------
     cost_ : (L, M) inner costs C (correlation-OT cost, or the MOT+R reconstruction cost).
     coupling_ : (L, M) outer plan P; rows sum to 1/L, columns to 1/M.
     objective_ : float, the two-level objective <C, P>.
@@ -198,8 +198,7 @@ class MOT(BaseEstimator):
 
     # ------------------------------------------------------------------ accessors
     def _check_fitted(self):
-        if not hasattr(self, "coupling_"):
-            raise ValueError("This MOT instance is not fitted yet; call fit(X, Y) first")
+        check_is_fitted(self, "coupling_")
 
     def _layer_index(self, key, names, side):
         if isinstance(key, str):

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .mot import MOT
 from .metrics import hierarchy_score
+from .mot import MOT
 
 SCENARIOS = ("shuffled", "depth_doubled", "rotated", "drifting_hierarchy")
 

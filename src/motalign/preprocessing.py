@@ -1,4 +1,4 @@
-"""Z-scoring with fit statistics (SPEC §1.4) and the constant-unit rule.
+"""Z-scoring with fit statistics (paper Sec. 2.2.1 and 2.2.3) and the constant-unit rule.
 
 The constant-unit rule
 ----------------------
@@ -31,7 +31,7 @@ class LayerStats:
     constant: np.ndarray
 
     @classmethod
-    def fit(cls, layer: np.ndarray) -> "LayerStats":
+    def fit(cls, layer: np.ndarray) -> LayerStats:
         layer = np.asarray(layer, dtype=np.float64)
         mean = layer.mean(axis=0)
         std = layer.std(axis=0)
@@ -41,7 +41,7 @@ class LayerStats:
         return cls(mean=mean, inv_scale=inv_scale, constant=constant)
 
     @classmethod
-    def fit_transform(cls, layer: np.ndarray) -> tuple["LayerStats", np.ndarray]:
+    def fit_transform(cls, layer: np.ndarray) -> tuple[LayerStats, np.ndarray]:
         """``fit(layer)`` and ``transform(layer)`` in fewer passes over the data (one
         float64 copy, centred and scaled in place); bit-identical to calling both."""
         layer = np.asarray(layer)
@@ -64,9 +64,3 @@ class LayerStats:
         z = np.asarray(layer, dtype=np.float64) - self.mean
         z *= self.inv_scale
         return z
-
-
-def standardize(layer: np.ndarray) -> tuple[np.ndarray, LayerStats]:
-    """Fit statistics on ``layer`` and return its z-scores with them."""
-    stats = LayerStats.fit(layer)
-    return stats.transform(layer), stats

@@ -42,15 +42,18 @@ class ThreeLevelMOT(BaseEstimator):
     with uniform marginals over checkpoints gives the coupling R.  The pairwise-best map
     matches each source checkpoint to its lowest-cost target checkpoint.
 
-    Fitted attributes
-    -----------------
+    Parameters
+    ----------
+    rotation, max_iter, tol, solver, device, n_jobs, epsilon
+        As for :class:`motalign.MOT`: MOT+R and its stopping rule, and the inner-OT
+        engine's settings, used for every checkpoint pair.
+
+    Attributes
+    ----------
     checkpoint_cost_ : (C_A, C_B) two-level objectives.
     checkpoint_coupling_ : (C_A, C_B) plan R, rows sum to 1/C_A, columns to 1/C_B.
     pairwise_best_ : (C_A,) index of each source checkpoint's lowest-cost partner.
     pairwise_best_map_ : (C_A, C_B) that map as a coupling with mass 1/C_A per row.
-
-    ``solver``, ``device``, ``n_jobs`` and ``epsilon`` configure the inner-OT engine as in
-    :class:`motalign.MOT`.
     source_checkpoint_names_, target_checkpoint_names_ : tuples of names.
     """
 

@@ -31,11 +31,11 @@ def _blas_single_thread(n_jobs: int):
 
 
 def align_pair(pair, xz, yz, *, rotation=False, gram_x=None,
-               alternation: Alternation = Alternation()) -> PairResult:
+               alternation: Alternation | None = None) -> PairResult:
     """Inner alignment of one layer pair of z-scored layers: exact correlation OT
     (Sec. 2.2.1, Eq. 2) or MOT+R (Sec. 2.3)."""
     if rotation:
-        result = rotation_alignment(xz, yz, gram_x=gram_x, alternation=alternation)
+        result = rotation_alignment(xz, yz, gram_x=gram_x, alternation=alternation or Alternation())
         return PairResult(pair, result.cost, result.plan, history=result.history,
                           rotation=result.rotation)
     plan, value = exact_ot(correlation_cost(xz, yz))

@@ -62,11 +62,12 @@ def rotation_alignment(
     yz: np.ndarray,
     *,
     gram_x: np.ndarray | None = None,
-    alternation: Alternation = Alternation(),
+    alternation: Alternation | None = None,
 ) -> RotationAlignment:
     """MOT+R inner step for one layer pair; see the module docstring for the objective.
     Its batched torch twin is :func:`.rotation_torch.rotation_batch`; both follow the same
     steps, acceptance rule and stopping rule (``tests/test_inner_contract.py``)."""
+    alternation = alternation or Alternation()
     max_iter, tol = alternation.max_iter, alternation.tol
     t, n = xz.shape
     cross = xz.T @ yz

@@ -1,7 +1,7 @@
-"""Layer activations of Hugging Face models, the way the workflow stores them (SPEC §2).
+"""Layer activations of Hugging Face models, the way the workflow stores them (paper Sec. 3.1 and 3.3).
 
 Two entry points, which behave identically for hub ids (``"Qwen/Qwen2.5-0.5B"``) and for
-local ``save_pretrained`` folders (such as the tiny models of :mod:`motalign.tiny_models`):
+local ``save_pretrained`` folders (such as the tiny models of :mod:`motalign.models.tiny`):
 
 * :func:`text_activations` -- one ``(T x d)`` float32 array per hidden state of a language
   model (index 0 = embedding output, then one per block), each row the mean over the
@@ -110,7 +110,7 @@ def _load(loader, name, hub_revision, is_local, **kwargs):
 
 
 def _device_and_dtype(device):
-    import torch
+    import torch  # deferred: the models extra, slow to import
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -131,7 +131,7 @@ def _check_batch_size(batch_size):
 def _batches(n, batch_size, progress, desc):
     starts = range(0, n, batch_size)
     if progress:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # deferred: only with progress bars
 
         return tqdm(starts, desc=desc, unit="batch", total=len(starts))
     return starts
@@ -148,7 +148,7 @@ def _accepts(module, arg: str) -> bool:
 
 
 def _load_text(model_name_or_path, revision, device):
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel, AutoTokenizer  # deferred: the models extra, slow to import
 
     name, hub_rev, is_local = _resolve(model_name_or_path, revision)
     device, dtype = _device_and_dtype(device)
@@ -171,7 +171,7 @@ def _prepare_tokenizer(tokenizer, padding_side):
 def _text_activations_loaded(model, tokenizer, sentences, *, batch_size=32, device=None,
                              max_length=512, progress=False, padding_side="right"):
     """Text activations from an already loaded model/tokenizer (used by the tests too)."""
-    import torch
+    import torch  # deferred: the models extra, slow to import
 
     if isinstance(sentences, str):
         raise TypeError("sentences must be a sequence of strings, not a single string")
@@ -250,7 +250,7 @@ def _check_images(images):
 
 
 def _load_vision(model_name_or_path, revision, device):
-    from transformers import AutoConfig, AutoImageProcessor, AutoModel
+    from transformers import AutoConfig, AutoImageProcessor, AutoModel  # deferred: the models extra, slow to import
 
     name, hub_rev, is_local = _resolve(model_name_or_path, revision)
     device, dtype = _device_and_dtype(device)
@@ -274,7 +274,7 @@ def _n_prefix_tokens(config) -> int:
 def _image_activations_loaded(model, processor, images, *, batch_size=32, device=None,
                               progress=False):
     """Image activations from an already loaded model/processor (used by the tests too)."""
-    import torch
+    import torch  # deferred: the models extra, slow to import
 
     images = _check_images(images)
     batch_size = _check_batch_size(batch_size)
@@ -349,12 +349,12 @@ def image_activations(model_name_or_path, images, *, batch_size: int = 32, devic
 def _timm_image_activations(name, images, *, batch_size, device, revision, progress):
     """timm ViTs: embedding output (after positional embedding) + every block, patch tokens."""
     try:
-        import timm
-        from timm.data import create_transform, resolve_data_config
+        import timm  # deferred: optional, only for timm models
+        from timm.data import create_transform, resolve_data_config  # deferred: optional, only for timm models
     except ImportError as exc:
         raise ImportError(f"{name!r} is a timm model: `pip install timm` to use it") from exc
-    import torch
-    from PIL import Image
+    import torch  # deferred: the models extra, slow to import
+    from PIL import Image  # deferred: only for timm models
 
     if revision is not None:
         raise ValueError("revision is not supported for timm models")

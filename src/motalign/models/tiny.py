@@ -1,8 +1,8 @@
-"""Tiny, briefly trained instances of the paper's architectures (SPEC §2), for offline tests.
+"""Tiny, briefly trained instances of the paper's architectures (paper Sec. 3.1 and 3.3), for offline tests.
 
 Each model is built from its family's config class with small sizes, trained for a few
 dozen AdamW steps on CPU, and saved with ``save_pretrained`` together with its tokenizer or
-image processor, so that :mod:`motalign.extract` loads it exactly like a hub model:
+image processor, so that :mod:`motalign.models.extract` loads it exactly like a hub model:
 
 * text: ``"llama"`` (LlamaConfig), ``"qwen2"`` (Qwen2Config), ``"gpt_neox"`` (GPTNeoXConfig,
   as in Pythia) -- a byte-level BPE tokenizer trained on the sentences, a causal-LM objective;
@@ -80,7 +80,7 @@ def n_hidden_states(family: str, architecture: dict | None = None) -> int:
 def _one_thread():
     """Train on one CPU thread: faster for models this small (no thread synchronisation,
     no oversubscription when other processes run) and independent of the machine's core count."""
-    import torch
+    import torch  # deferred: the models extra, slow to import
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -98,8 +98,15 @@ def _write_summary(folder: Path, summary: dict):
 
 
 def _train_tokenizer(sentences, vocab_size, family):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
+    from tokenizers import (  # deferred: the models extra
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
+    from transformers import PreTrainedTokenizerFast  # deferred: the models extra, slow to import
 
     specials = ["<pad>", "<unk>", "<s>", "</s>"]
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
@@ -120,7 +127,7 @@ def _train_tokenizer(sentences, vocab_size, family):
 
 
 def _text_classes(family):
-    import transformers as tf
+    import transformers as tf  # deferred: the models extra, slow to import
 
     return {
         "llama": (tf.LlamaConfig, tf.LlamaForCausalLM),
@@ -154,7 +161,7 @@ def train_text_model(family: str, architecture: dict, sentences: list[str], out_
     ``checkpoints`` lists the ``step{N}`` sub-folders written (each a full model + tokenizer;
     ``step0`` is the untrained initialisation).
     """
-    import torch
+    import torch  # deferred: the models extra, slow to import
 
     _check_family(family, TEXT_FAMILIES)
     sentences = [s for s in sentences]
@@ -220,7 +227,7 @@ def train_text_model(family: str, architecture: dict, sentences: list[str], out_
 
 
 def _image_processor(family, image_size):
-    import transformers as tf
+    import transformers as tf  # deferred: the models extra, slow to import
 
     if family == "dinov2":
         cls = getattr(tf, "BitImageProcessorPil", None) or tf.BitImageProcessor
@@ -234,7 +241,7 @@ def _image_processor(family, image_size):
 
 
 def _train_vision_loop(model, optimizer, pixels, targets, steps, bs, gen, n_patches):
-    import torch
+    import torch  # deferred: the models extra, slow to import
 
     losses = []
     for _ in range(steps):
@@ -260,8 +267,8 @@ def train_vision_model(family: str, architecture: dict, images: np.ndarray, labe
     ``images``: (N x H x W x 3) uint8. ``labels`` (N ints) are required for ``"dinov2"``
     (classification) and ignored for ``"vit_mae"`` (masked reconstruction).
     """
-    import torch
-    import transformers as tf
+    import torch  # deferred: the models extra, slow to import
+    import transformers as tf  # deferred: the models extra, slow to import
 
     _check_family(family, VISION_FAMILIES)
     images = np.asarray(images)

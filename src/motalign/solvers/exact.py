@@ -25,8 +25,19 @@ non-zeros.
 
 from __future__ import annotations
 
+import os
+import sys
+
 import numpy as np
-import ot
+
+if "ot" not in sys.modules:
+    # POT imports every array backend it finds when it is first imported (torch alone takes
+    # seconds and gigabytes); these solvers use only its NumPy path.  A backend can still be
+    # enabled by importing POT before motalign.
+    for _backend in ("PYTORCH", "JAX", "CUPY", "TENSORFLOW"):
+        os.environ.setdefault(f"POT_BACKEND_DISABLE_{_backend}", "1")
+
+import ot  # noqa: E402
 import scipy.sparse as sp
 from scipy.optimize import linear_sum_assignment
 
