@@ -6,6 +6,7 @@ import socket
 
 import pytest
 
+from conftest import LoopbackServer
 from motalign.datasets.download import (
     DownloadError,
     download,
@@ -14,9 +15,6 @@ from motalign.datasets.download import (
     read_sidecar,
     sidecar_path,
 )
-
-
-from conftest import LoopbackServer  # noqa: E402
 
 DATA = bytes(range(256)) * 40  # 10,240 bytes
 DIGEST = hashlib.sha256(DATA).hexdigest()

@@ -10,9 +10,23 @@ import numpy as np
 import pytest
 import scipy.io
 
-from motalign import nsd
+from helpers_nsd import shared_trials, trial_nsd_ids
+from motalign.datasets.nsd.expdesign import read_expdesign
+from motalign.datasets.nsd.images import read_shared_images
+from motalign.datasets.nsd.layout import (
+    EXPDESIGN_PATH,
+    REGIONS,
+    STIMULI_PATH,
+    SUBJECTS,
+    Region,
+    nsd_paths,
+    subject_id,
+    subject_row,
+)
+from motalign.datasets.nsd.responses import region_masks, subject_responses
+from motalign.datasets.nsd.simulate import simulate_nsd
 
-# nsd's readers need nibabel and h5py (imported lazily by motalign.nsd)
+# the NSD readers need nibabel and h5py (imported when used)
 nib = pytest.importorskip("nibabel")
 h5py = pytest.importorskip("h5py")
 
@@ -40,21 +54,21 @@ def images():
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory, images):
     root = tmp_path_factory.mktemp("nsd")
-    return nsd.simulate_nsd(root, images, volume_shape=VOLUME, seed=0)
+    return simulate_nsd(root, images, volume_shape=VOLUME, seed=0)
 
 
 @pytest.fixture
 def small(tmp_path, images):
     """One subject, 4 sessions of 31 trials, 4 repetitions per image."""
     root = tmp_path / "small"
-    summary = nsd.simulate_nsd(root, images[:40], subjects=("A",), n_shared=30, n_specific=1,
+    summary = simulate_nsd(root, images[:40], subjects=("A",), n_shared=30, n_specific=1,
                                n_sessions=4, repetitions=4, volume_shape=VOLUME, seed=3)
     return root, summary
 
 
 def reference_responses(root, subject, summary, sessions, min_repetitions):
     """Straightforward computation: whole volumes, per-session z-scores, averages."""
-    paths = nsd.nsd_paths(root, subject)
+    paths = nsd_paths(root, subject)
     tps = summary["trials_per_session"]
     zs, trials = [], []
     for s in sessions:
@@ -70,7 +84,7 @@ def reference_responses(root, subject, summary, sessions, min_repetitions):
         zs.append(np.where(const, 0.0, (data - mean) / np.where(const, 1.0, std)))
         trials.extend(range((s - 1) * tps, s * tps))
     z = np.concatenate(zs, axis=3)
-    shown = summary["trial_nsd_ids"][nsd.subject_id(subject)][trials]
+    shown = summary["trial_nsd_ids"][subject_id(subject)][trials]
     prf = np.rint(nib.load(str(paths.prf_visualrois)).get_fdata())
     streams = np.rint(nib.load(str(paths.streams)).get_fdata())
     labels = {"V1": (prf, [1, 2]), "V2": (prf, [3, 4]), "V3": (prf, [5, 6]), "V4": (prf, [7]),
@@ -87,20 +101,20 @@ def reference_responses(root, subject, summary, sessions, min_repetitions):
 
 
 def test_constants_and_paths(tmp_path):
-    assert nsd.SUBJECTS == {"A": "subj01", "B": "subj02", "C": "subj05", "D": "subj07"}
-    assert list(nsd.REGIONS) == ["V1", "V2", "V3", "V4", "Ventral", "Lateral", "Dorsal"]
-    assert nsd.REGIONS["V1"] == nsd.Region("prf-visualrois", (1, 2))
-    assert nsd.REGIONS["Dorsal"] == nsd.Region("streams", (7,))
-    p = nsd.nsd_paths(tmp_path, "C")
-    assert p.subject == "subj05" and nsd.subject_row("C") == 4
+    assert SUBJECTS == {"A": "subj01", "B": "subj02", "C": "subj05", "D": "subj07"}
+    assert list(REGIONS) == ["V1", "V2", "V3", "V4", "Ventral", "Lateral", "Dorsal"]
+    assert REGIONS["V1"] == Region("prf-visualrois", (1, 2))
+    assert REGIONS["Dorsal"] == Region("streams", (7,))
+    p = nsd_paths(tmp_path, "C")
+    assert p.subject == "subj05" and subject_row("C") == 4
     assert p.beta(3).relative_to(tmp_path).as_posix() == (
         "nsddata_betas/ppdata/subj05/func1pt8mm/betas_fithrf_GLMdenoise_RR/betas_session03.nii.gz")
     assert p.streams.relative_to(tmp_path).as_posix() == "nsddata/ppdata/subj05/func1pt8mm/roi/streams.nii.gz"
     assert p.expdesign.relative_to(tmp_path).as_posix() == "nsddata/experiments/nsd/nsd_expdesign.mat"
     assert p.stimuli.relative_to(tmp_path).as_posix() == "nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5"
-    assert nsd.subject_id(7) == nsd.subject_id("subj07") == nsd.subject_id("D") == "subj07"
+    assert subject_id(7) == subject_id("subj07") == subject_id("D") == "subj07"
     with pytest.raises(ValueError, match="unknown NSD subject"):
-        nsd.subject_id("E")
+        subject_id("E")
 
 
 def test_simulator_writes_atomically_and_in_the_real_formats(sim):
@@ -108,10 +122,10 @@ def test_simulator_writes_atomically_and_in_the_real_formats(sim):
     leftovers = [p for p in root.rglob("*") if p.name.startswith(".") or ".tmp" in p.name]
     assert leftovers == []
     assert all(Path(f).is_file() for f in sim["files"])
-    beta = nib.load(str(nsd.nsd_paths(root, "A").beta(1)))
+    beta = nib.load(str(nsd_paths(root, "A").beta(1)))
     assert beta.get_data_dtype() == np.int16
     assert beta.shape == VOLUME + (sim["trials_per_session"],)
-    with h5py.File(root / nsd.STIMULI_PATH, "r") as f:
+    with h5py.File(root / STIMULI_PATH, "r") as f:
         assert f["imgBrick"].shape == (60, 32, 32, 3) and f["imgBrick"].dtype == np.uint8
 
 
@@ -120,9 +134,9 @@ def test_simulator_writes_atomically_and_in_the_real_formats(sim):
 
 def test_expdesign_round_trip_and_index_conventions(sim):
     root = Path(sim["root"])
-    raw = scipy.io.loadmat(str(root / nsd.EXPDESIGN_PATH))
-    exp = nsd.read_expdesign(root / nsd.EXPDESIGN_PATH)
-    assert nsd.read_expdesign(root)["path"] == exp["path"]  # a root folder works too
+    raw = scipy.io.loadmat(str(root / EXPDESIGN_PATH))
+    exp = read_expdesign(root / EXPDESIGN_PATH)
+    assert read_expdesign(root)["path"] == exp["path"]  # a root folder works too
     n_cols = exp["subjectim"].shape[1]
     assert exp["subjectim"].shape == (8, n_cols)
     # masterordering: the file is 1-based, the reader 0-based
@@ -135,32 +149,32 @@ def test_expdesign_round_trip_and_index_conventions(sim):
     assert exp["subjectim"].min() >= 1 and exp["subjectim"].max() <= 60
     # every subject's images = the shared ones + its own, disjoint across subjects
     own = [set(row) - set(exp["sharedix"]) for row in exp["subjectim"]]
-    for row, mine in zip(exp["subjectim"], own):
+    for row in exp["subjectim"]:
         assert set(exp["sharedix"]) <= set(row) and len(set(row)) == n_cols
     assert all(not (a & b) for a, b in itertools.combinations(own, 2))
     # trial -> NSD id reproduces what the simulator showed
     for subject in sim["subjects"]:
-        np.testing.assert_array_equal(nsd.trial_nsd_ids(exp, subject), sim["trial_nsd_ids"][subject])
-        row = nsd.subject_row(subject)
+        np.testing.assert_array_equal(trial_nsd_ids(exp, subject), sim["trial_nsd_ids"][subject])
+        row = subject_row(subject)
         t = 7
-        assert nsd.trial_nsd_ids(exp, subject)[t] == raw["subjectim"][row, int(raw["masterordering"].ravel()[t]) - 1]
+        assert trial_nsd_ids(exp, subject)[t] == raw["subjectim"][row, int(raw["masterordering"].ravel()[t]) - 1]
 
 
 def test_shared_trials(sim):
-    exp = nsd.read_expdesign(sim["root"])
+    exp = read_expdesign(sim["root"])
     n_total = sim["trials_per_session"] * sim["n_sessions"]
     for subject in sim["subjects"]:
-        found = nsd.shared_trials(exp, subject, n_total)
+        found = shared_trials(exp, subject, n_total)
         assert list(found) == sorted(sim["sharedix"].tolist())
         shown = sim["trial_nsd_ids"][subject]
         for k, trials in found.items():
             assert len(trials) == sim["repetitions"]
             assert all(shown[t] == k for t in trials)
-        first = nsd.shared_trials(exp, subject, sim["trials_per_session"])
+        first = shared_trials(exp, subject, sim["trials_per_session"])
         assert all(t < sim["trials_per_session"] for ts in first.values() for t in ts)
         assert sum(map(len, first.values())) == np.isin(shown[: sim["trials_per_session"]], sim["sharedix"]).sum()
     with pytest.raises(ValueError, match="n_trials"):
-        nsd.shared_trials(exp, "A", n_total + 1)
+        shared_trials(exp, "A", n_total + 1)
 
 
 # ------------------------------------------------------------------ regions
@@ -169,13 +183,13 @@ def test_shared_trials(sim):
 def test_region_voxel_counts_and_definitions(sim):
     root = sim["root"]
     for subject in sim["subjects"]:
-        masks = nsd.region_masks(root, subject)
-        assert list(masks) == list(nsd.REGIONS)
+        masks = region_masks(root, subject)
+        assert list(masks) == list(REGIONS)
         assert {k: int(m.sum()) for k, m in masks.items()} == sim["n_voxels"][subject]
         assert all(m.shape == VOLUME and m.dtype == bool for m in masks.values())
         total = np.sum([m.astype(int) for m in masks.values()], axis=0)
         assert total.max() == 1  # the simulator's regions are disjoint
-        paths = nsd.nsd_paths(root, subject)
+        paths = nsd_paths(root, subject)
         prf = np.asanyarray(nib.load(str(paths.prf_visualrois)).dataobj)
         streams = np.asanyarray(nib.load(str(paths.streams)).dataobj)
         np.testing.assert_array_equal(masks["V1"], np.isin(prf, [1, 2]))
@@ -183,12 +197,12 @@ def test_region_voxel_counts_and_definitions(sim):
         assert prf.min() == -1 and set(np.unique(streams)) >= {1, 3, 4, 5, 6, 7}
     counts = [tuple(sim["n_voxels"][s].values()) for s in sim["subjects"]]
     assert len(set(counts)) == len(counts)  # voxel counts differ across subjects
-    only = nsd.region_masks(root, "A", regions=["V4", "Lateral"])
+    only = region_masks(root, "A", regions=["V4", "Lateral"])
     assert list(only) == ["V4", "Lateral"]
-    custom = nsd.region_masks(root, "A", regions={"early": ("streams", [1])})
+    custom = region_masks(root, "A", regions={"early": ("streams", [1])})
     assert custom["early"].sum() == sum(sim["n_voxels"]["subj01"][r] for r in ("V1", "V2", "V3"))
     with pytest.raises(ValueError, match="unknown region"):
-        nsd.region_masks(root, "A", regions=["V5"])
+        region_masks(root, "A", regions=["V5"])
 
 
 # ------------------------------------------------------------------ responses
@@ -197,19 +211,19 @@ def test_region_voxel_counts_and_definitions(sim):
 def test_subject_responses_equals_straightforward_computation(small):
     root, summary = small
     # make one V1 voxel constant in session 2: it must be 0 there, not NaN
-    path = nsd.nsd_paths(root, "A").beta(2)
+    path = nsd_paths(root, "A").beta(2)
     img = nib.load(str(path))
     data = np.asanyarray(img.dataobj).copy()
-    v1 = np.argwhere(nsd.region_masks(root, "A")["V1"])[0]
+    v1 = np.argwhere(region_masks(root, "A")["V1"])[0]
     data[tuple(v1)] = 123
     nib.save(nib.Nifti1Image(data, img.affine), str(path))
 
-    ids, resp, info = nsd.subject_responses(root, "A")
+    ids, resp, info = subject_responses(root, "A")
     ref_ids, ref = reference_responses(root, "A", summary, [1, 2, 3, 4], 3)
     np.testing.assert_array_equal(ids, ref_ids)
     np.testing.assert_array_equal(ids, np.sort(summary["sharedix"]))
-    assert list(resp) == list(nsd.REGIONS)
-    for name in nsd.REGIONS:
+    assert list(resp) == list(REGIONS)
+    for name in REGIONS:
         assert resp[name].dtype == np.float32
         assert resp[name].shape == (ids.size, summary["n_voxels"]["subj01"][name])
         np.testing.assert_allclose(resp[name], ref[name], rtol=1e-5, atol=1e-5)
@@ -224,54 +238,54 @@ def test_subject_responses_equals_straightforward_computation(small):
 
 def test_trials_per_session_is_inferred_and_sessions_are_placed(small):
     root, summary = small
-    ids, resp, info = nsd.subject_responses(root, "A", sessions=[2, 4], min_repetitions=1)
+    ids, resp, info = subject_responses(root, "A", sessions=[2, 4], min_repetitions=1)
     assert info["trials_per_session"] == 31 != 750
     assert info["n_trials"] == 62
     ref_ids, ref = reference_responses(root, "A", summary, [2, 4], 1)
     np.testing.assert_array_equal(ids, ref_ids)
-    for name in nsd.REGIONS:
+    for name in REGIONS:
         np.testing.assert_allclose(resp[name], ref[name], rtol=1e-5, atol=1e-5)
     shown = summary["trial_nsd_ids"]["subj01"][np.r_[31:62, 93:124]]
     np.testing.assert_array_equal(info["repetitions"], [np.sum(shown == k) for k in ids])
     # with min_repetitions=3 only the images seen 3+ times in those sessions remain
-    ids3, _, info3 = nsd.subject_responses(root, "A", sessions=[2, 4], min_repetitions=3)
+    ids3, _, info3 = subject_responses(root, "A", sessions=[2, 4], min_repetitions=3)
     np.testing.assert_array_equal(ids3, [k for k in ref_ids if np.sum(shown == k) >= 3])
     assert info3["n_dropped"] == 30 - ids3.size
 
 
 def test_per_session_drift_is_removed(small):
     root, _ = small
-    paths = nsd.nsd_paths(root, "A")
-    voxel = tuple(np.argwhere(nsd.region_masks(root, "A")["V2"])[0])
+    paths = nsd_paths(root, "A")
+    voxel = tuple(np.argwhere(region_masks(root, "A")["V2"])[0])
     means = [np.asanyarray(nib.load(str(paths.beta(s))).dataobj)[voxel].mean() / 300 for s in (1, 2, 3, 4)]
     assert np.ptp(means) > 0.5  # sessions differ in offset: per-session z-scoring matters
 
 
 def test_hdf5_betas_read_like_nifti(tmp_path, images):
     kwargs = dict(subjects=("B",), volume_shape=VOLUME, seed=5)
-    nsd.simulate_nsd(tmp_path / "nii", images, **kwargs)
-    nsd.simulate_nsd(tmp_path / "h5", images, betas_format="hdf5", **kwargs)
-    h5_path = nsd.nsd_paths(tmp_path / "h5", "B").beta(1, ".hdf5")
-    nii = nib.load(str(nsd.nsd_paths(tmp_path / "nii", "B").beta(1)))
+    simulate_nsd(tmp_path / "nii", images, **kwargs)
+    simulate_nsd(tmp_path / "h5", images, betas_format="hdf5", **kwargs)
+    h5_path = nsd_paths(tmp_path / "h5", "B").beta(1, ".hdf5")
+    nii = nib.load(str(nsd_paths(tmp_path / "nii", "B").beta(1)))
     with h5py.File(h5_path, "r") as f:
         assert f["betas"].dtype == np.int16
         assert f["betas"].shape == (nii.shape[3],) + VOLUME[::-1]  # trials x Z x Y x X
-    a = nsd.subject_responses(tmp_path / "nii", "B")
-    b = nsd.subject_responses(tmp_path / "h5", "B")
+    a = subject_responses(tmp_path / "nii", "B")
+    b = subject_responses(tmp_path / "h5", "B")
     np.testing.assert_array_equal(a[0], b[0])
-    for name in nsd.REGIONS:
+    for name in REGIONS:
         np.testing.assert_array_equal(a[1][name], b[1][name])
     assert a[2]["trials_per_session"] == b[2]["trials_per_session"]
     # a NIfTI converted here (independently of the simulator) to the HDF5 layout
-    paths = nsd.nsd_paths(tmp_path / "nii", "B")
+    paths = nsd_paths(tmp_path / "nii", "B")
     data = np.asanyarray(nib.load(str(paths.beta(2))).dataobj)
     with h5py.File(paths.beta(2, ".hdf5"), "w") as f:
         f.create_dataset("betas", data=data.T)  # .T reverses all axes: trials x Z x Y x X
     os.remove(paths.beta(2))
     assert paths.find_beta(2).name == "betas_session02.hdf5"
-    c = nsd.subject_responses(tmp_path / "nii", "B")
+    c = subject_responses(tmp_path / "nii", "B")
     assert c[2]["beta_files"][1].endswith(".hdf5")
-    for name in nsd.REGIONS:
+    for name in REGIONS:
         np.testing.assert_array_equal(a[1][name], c[1][name])
 
 
@@ -311,38 +325,38 @@ class CountingFile(io.RawIOBase):
 def test_read_stimuli_rows_in_requested_order(sim, images):
     root = Path(sim["root"])
     ids = [37, 4, 60, 4, 1]
-    out = nsd.read_stimuli(root / nsd.STIMULI_PATH, ids)
+    out = read_shared_images(root / STIMULI_PATH, ids)
     assert out.dtype == np.uint8 and out.shape == (5, 32, 32, 3)
     np.testing.assert_array_equal(out, images[np.array(ids) - 1])
-    np.testing.assert_array_equal(nsd.read_stimuli(root, ids), out)  # root folder
-    with open(root / nsd.STIMULI_PATH, "rb") as fh:
-        np.testing.assert_array_equal(nsd.read_stimuli(fh, ids), out)
+    np.testing.assert_array_equal(read_shared_images(root, ids), out)  # root folder
+    with open(root / STIMULI_PATH, "rb") as fh:
+        np.testing.assert_array_equal(read_shared_images(fh, ids), out)
         assert not fh.closed
-    counting = CountingFile(root / nsd.STIMULI_PATH)
+    counting = CountingFile(root / STIMULI_PATH)
     try:
-        np.testing.assert_array_equal(nsd.read_stimuli(counting, [9, 2, 5]), images[[8, 1, 4]])
-        size = os.path.getsize(root / nsd.STIMULI_PATH)
+        np.testing.assert_array_equal(read_shared_images(counting, [9, 2, 5]), images[[8, 1, 4]])
+        size = os.path.getsize(root / STIMULI_PATH)
         assert counting.bytes_read < size / 3  # only the requested rows, not the brick
     finally:
         counting.close()
-    assert nsd.read_stimuli(root, []).shape == (0, 32, 32, 3)
+    assert read_shared_images(root, []).shape == (0, 32, 32, 3)
     with pytest.raises(ValueError, match="outside 1..60"):
-        nsd.read_stimuli(root, [0])
+        read_shared_images(root, [0])
     with pytest.raises(ValueError, match="outside 1..60"):
-        nsd.read_stimuli(root, [61])
+        read_shared_images(root, [61])
 
 
 # ------------------------------------------------------------------ meaningful responses
 
 
 def _region_means(root, subject):
-    ids, resp, _ = nsd.subject_responses(root, subject)
-    return ids, np.stack([resp[r].mean(axis=1) for r in nsd.REGIONS], axis=1)
+    ids, resp, _ = subject_responses(root, subject)
+    return ids, np.stack([resp[r].mean(axis=1) for r in REGIONS], axis=1)
 
 
 def test_homologous_regions_correlate_best_across_subjects(sim):
     means = {s: _region_means(sim["root"], s) for s in sim["subjects"]}
-    L = len(nsd.REGIONS)
+    L = len(REGIONS)
     for a, b in itertools.combinations(sim["subjects"], 2):
         np.testing.assert_array_equal(means[a][0], means[b][0])
         corr = np.corrcoef(means[a][1].T, means[b][1].T)[:L, L:]
@@ -353,9 +367,9 @@ def test_homologous_regions_correlate_best_across_subjects(sim):
 def test_mot_recovers_region_correspondence_across_subjects(sim):
     from motalign import MOT
 
-    names = list(nsd.REGIONS)
-    _, ra, _ = nsd.subject_responses(sim["root"], "A")
-    _, rc, _ = nsd.subject_responses(sim["root"], "C")
+    names = list(REGIONS)
+    _, ra, _ = subject_responses(sim["root"], "A")
+    _, rc, _ = subject_responses(sim["root"], "C")
     mot = MOT(random_state=0).fit([ra[r] for r in names], [rc[r] for r in names])
     assert np.all(mot.coupling_.argmax(axis=1) == np.arange(len(names)))
 
@@ -365,68 +379,69 @@ def test_mot_recovers_region_correspondence_across_subjects(sim):
 
 def test_missing_files_name_their_paths(tmp_path, images):
     root = tmp_path / "broken"
-    nsd.simulate_nsd(root, images, subjects=("A",), volume_shape=VOLUME, seed=1)
-    paths = nsd.nsd_paths(root, "A")
+    simulate_nsd(root, images, subjects=("A",), volume_shape=VOLUME, seed=1)
+    paths = nsd_paths(root, "A")
     os.remove(paths.beta(2))
     with pytest.raises(ValueError) as err:
-        nsd.subject_responses(root, "A", sessions=[1, 2])
+        subject_responses(root, "A", sessions=[1, 2])
     assert str(paths.beta(2)) in str(err.value)
     assert "nsddata_betas/ppdata/subj01/func1pt8mm/betas_fithrf_GLMdenoise_RR/betas_session02.nii.gz" in str(err.value)
     # sessions inferred from the files present: 1 and 3 (trials placed by session number)
-    ids, _, info = nsd.subject_responses(root, "A", min_repetitions=1)
+    ids, _, info = subject_responses(root, "A", min_repetitions=1)
     assert info["sessions"] == [1, 3]
     # no beta at all
     shutil.rmtree(paths.betas_dir)
     with pytest.raises(ValueError, match="no beta files") as err:
-        nsd.subject_responses(root, "A")
+        subject_responses(root, "A")
     assert str(paths.betas_dir) in str(err.value)
     # ROI missing
     os.remove(paths.streams)
     with pytest.raises(ValueError) as err:
-        nsd.region_masks(root, "A")
-    assert str(paths.streams) in str(err.value) and "nsddata/ppdata/subj01/func1pt8mm/roi/streams.nii.gz" in str(err.value)
+        region_masks(root, "A")
+    assert str(paths.streams) in str(err.value)
+    assert "nsddata/ppdata/subj01/func1pt8mm/roi/streams.nii.gz" in str(err.value)
     # subject without files, expdesign missing
     with pytest.raises(ValueError, match="prf-visualrois.nii.gz"):
-        nsd.region_masks(root, "B")
+        region_masks(root, "B")
     os.remove(paths.expdesign)
     with pytest.raises(ValueError, match="nsd_expdesign.mat"):
-        nsd.read_expdesign(paths.expdesign)
+        read_expdesign(paths.expdesign)
     with pytest.raises(ValueError, match="nsd_expdesign.mat"):
-        nsd.subject_responses(root, "A")
+        subject_responses(root, "A")
     with pytest.raises(ValueError, match="nsd_stimuli.hdf5"):
-        nsd.read_stimuli(tmp_path, [1])
+        read_shared_images(tmp_path, [1])
 
 
 def test_beta_volume_shape_mismatch_is_a_clear_error(small):
     root, summary = small
-    path = nsd.nsd_paths(root, "A").beta(3)
+    path = nsd_paths(root, "A").beta(3)
     wrong = np.zeros((VOLUME[0] - 1,) + VOLUME[1:] + (summary["trials_per_session"],), dtype=np.int16)
     nib.save(nib.Nifti1Image(wrong, np.eye(4)), str(path))
     with pytest.raises(ValueError, match="shape") as err:
-        nsd.subject_responses(root, "A")
+        subject_responses(root, "A")
     assert str(path) in str(err.value) and "prf-visualrois" in str(err.value)
 
 
 def test_inconsistent_trials_per_session_and_too_many_trials(small):
     root, summary = small
-    path = nsd.nsd_paths(root, "A").beta(4)
+    path = nsd_paths(root, "A").beta(4)
     data = np.asanyarray(nib.load(str(path)).dataobj)
     nib.save(nib.Nifti1Image(data[..., :-1], np.eye(4)), str(path))
     with pytest.raises(ValueError, match="same number of trials"):
-        nsd.subject_responses(root, "A")
-    ids, _, info = nsd.subject_responses(root, "A", sessions=[4], min_repetitions=1)
+        subject_responses(root, "A")
+    ids, _, info = subject_responses(root, "A", sessions=[4], min_repetitions=1)
     assert info["trials_per_session"] == 30  # inferred from the file, not assumed
-    shutil.copy(nsd.nsd_paths(root, "A").beta(1), nsd.nsd_paths(root, "A").beta(5))
+    shutil.copy(nsd_paths(root, "A").beta(1), nsd_paths(root, "A").beta(5))
     with pytest.raises(ValueError, match="masterordering"):
-        nsd.subject_responses(root, "A", sessions=[5])
+        subject_responses(root, "A", sessions=[5])
     with pytest.raises(ValueError, match="no shared image was seen at least 9 times"):
-        nsd.subject_responses(root, "A", sessions=[1], min_repetitions=9)
+        subject_responses(root, "A", sessions=[1], min_repetitions=9)
 
 
 def test_simulator_rejects_impossible_designs(tmp_path, images):
     with pytest.raises(ValueError, match="split evenly"):
-        nsd.simulate_nsd(tmp_path, images, n_shared=52, n_specific=1, n_sessions=4)
+        simulate_nsd(tmp_path, images, n_shared=52, n_specific=1, n_sessions=4)
     with pytest.raises(ValueError, match="cannot hold"):
-        nsd.simulate_nsd(tmp_path, images, n_shared=50, n_specific=2)
+        simulate_nsd(tmp_path, images, n_shared=50, n_specific=2)
     with pytest.raises(ValueError, match="uint8"):
-        nsd.simulate_nsd(tmp_path, images.astype(float))
+        simulate_nsd(tmp_path, images.astype(float))

@@ -1,6 +1,6 @@
 """Remote NSD access against a loopback S3 server (moto in server mode on 127.0.0.1).
 
-The server holds a small NSD written by ``nsd.simulate_nsd`` in the real formats, under
+The server holds a small NSD written by ``simulate_nsd`` in the real formats, under
 the real bucket keys, readable anonymously (as the public bucket is).  Nothing here
 reaches the network.
 """
@@ -19,7 +19,31 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from motalign import nsd
+from helpers_nsd import local_shared_ids
+from motalign.datasets.nsd.images import fetch_shared_stimuli, nsd_stimulus_id, read_shared_images
+from motalign.datasets.nsd.layout import (
+    EXPDESIGN_PATH,
+    REGIONS,
+    SHARED_STIMULI_PATH,
+    STIMULI_PATH,
+    nsd_paths,
+    subject_id,
+)
+from motalign.datasets.nsd.mirror import MANIFEST_NAME, download_nsd, needed_keys
+from motalign.datasets.nsd.ranged import RangedS3File
+from motalign.datasets.nsd.responses import subject_responses
+from motalign.datasets.nsd.s3 import (
+    BUCKET_ENV,
+    ENDPOINT_ENV,
+    MiB,
+    MissingObjectError,
+    NSDRemoteError,
+    default_bucket,
+    head,
+    s3_client,
+)
+from motalign.datasets.nsd.simulate import simulate_nsd
+from motalign.datasets.nsd.transfer import download_object, etag_kind, multipart_etag
 
 boto3 = pytest.importorskip("boto3")
 pytest.importorskip("moto.server")  # moto[server]: the loopback S3 server
@@ -27,8 +51,6 @@ h5py = pytest.importorskip("h5py")
 pytest.importorskip("nibabel")
 
 from botocore.exceptions import EndpointConnectionError  # noqa: E402
-
-from motalign import nsd_remote as nr  # noqa: E402
 
 BUCKET = "natural-scenes-dataset"
 VOLUME = (9, 11, 10)
@@ -69,7 +91,7 @@ def put_public(admin, key, body):
 
 
 def anon(endpoint):
-    return nr.s3_client(endpoint_url=endpoint)
+    return s3_client(endpoint_url=endpoint)
 
 
 def record_requests(client, operation="GetObject"):
@@ -103,7 +125,7 @@ def remote(server, tmp_path_factory):
     """The simulated NSD uploaded under its real keys to a public bucket."""
     src = tmp_path_factory.mktemp("nsd_src")
     images = digit_images(40)
-    sim = nsd.simulate_nsd(src, images, subjects=SUBJECTS, n_shared=24, n_specific=2,
+    sim = simulate_nsd(src, images, subjects=SUBJECTS, n_shared=24, n_specific=2,
                            n_sessions=N_SESSIONS, repetitions=3, volume_shape=VOLUME, seed=1)
     admin = admin_client(server)
     admin.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "us-east-2"})
@@ -126,14 +148,14 @@ def remote(server, tmp_path_factory):
 @pytest.fixture(scope="module")
 def mirror(remote, tmp_path_factory):
     root = tmp_path_factory.mktemp("nsd_mirror")
-    summary = nr.download_nsd(root, subjects=SUBJECTS, client=anon(remote["endpoint"]), bucket=BUCKET)
+    summary = download_nsd(root, subjects=SUBJECTS, client=anon(remote["endpoint"]), bucket=BUCKET)
     return root, summary
 
 
 def expected_keys():
-    keys = {nsd.EXPDESIGN_PATH}
+    keys = {EXPDESIGN_PATH}
     for s in SUBJECTS:
-        name = nsd.subject_id(s)
+        name = subject_id(s)
         keys |= {f"nsddata/ppdata/{name}/func1pt8mm/roi/{stem}.nii.gz" for stem in ("prf-visualrois", "streams")}
         keys |= {f"nsddata_betas/ppdata/{name}/func1pt8mm/betas_fithrf_GLMdenoise_RR/betas_session{k:02d}.nii.gz"
                  for k in range(1, N_SESSIONS + 1)}
@@ -148,25 +170,25 @@ def local_files(root):
 
 
 def test_anonymous_unsigned_requests_and_env(remote, monkeypatch):
-    monkeypatch.setenv(nr.ENDPOINT_ENV, remote["endpoint"])
-    monkeypatch.delenv(nr.BUCKET_ENV, raising=False)
+    monkeypatch.setenv(ENDPOINT_ENV, remote["endpoint"])
+    monkeypatch.delenv(BUCKET_ENV, raising=False)
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
     monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
-    client = nr.s3_client()  # endpoint from the environment, no credentials anywhere
+    client = s3_client()  # endpoint from the environment, no credentials anywhere
     assert client.meta.region_name == "us-east-2"
     heads = record_requests(client, "HeadObject")
     gets = record_requests(client, "GetObject")
-    info = nr.head(client, nr.default_bucket(), nsd.EXPDESIGN_PATH)
-    assert info["size"] == (remote["src"] / nsd.EXPDESIGN_PATH).stat().st_size
-    body = client.get_object(Bucket=BUCKET, Key=nsd.EXPDESIGN_PATH)["Body"].read()
-    assert body == (remote["src"] / nsd.EXPDESIGN_PATH).read_bytes()
+    info = head(client, default_bucket(), EXPDESIGN_PATH)
+    assert info["size"] == (remote["src"] / EXPDESIGN_PATH).stat().st_size
+    body = client.get_object(Bucket=BUCKET, Key=EXPDESIGN_PATH)["Body"].read()
+    assert body == (remote["src"] / EXPDESIGN_PATH).read_bytes()
     assert heads and gets
     assert all("authorization" not in h for h in heads + gets)
-    assert nr.default_bucket() == "natural-scenes-dataset"
-    monkeypatch.setenv(nr.BUCKET_ENV, "my-mirror")
-    assert nr.default_bucket() == "my-mirror"
+    assert default_bucket() == "natural-scenes-dataset"
+    monkeypatch.setenv(BUCKET_ENV, "my-mirror")
+    assert default_bucket() == "my-mirror"
 
 
 # --------------------------------------------------------------------------- download_nsd
@@ -176,11 +198,11 @@ def test_download_mirrors_exactly_the_needed_keys(remote, mirror):
     root, summary = mirror
     want = expected_keys()
     assert set(summary["files"]) == want
-    assert local_files(root) == want | {nr.MANIFEST_NAME}
-    assert nsd.STIMULI_PATH not in local_files(root)
+    assert local_files(root) == want | {MANIFEST_NAME}
+    assert STIMULI_PATH not in local_files(root)
     assert set(summary["downloaded"]) == want and summary["skipped"] == []
     assert summary["bytes"] == summary["total_bytes"] == sum((remote["src"] / k).stat().st_size for k in want)
-    manifest = json.loads((root / nr.MANIFEST_NAME).read_text())
+    manifest = json.loads((root / MANIFEST_NAME).read_text())
     assert set(manifest["files"]) == want
     for key in want:
         data = (root / key).read_bytes()
@@ -195,10 +217,10 @@ def test_download_mirrors_exactly_the_needed_keys(remote, mirror):
 def test_reader_on_mirror_equals_reader_on_original(remote, mirror):
     root, _ = mirror
     for subject in SUBJECTS:
-        ids_a, resp_a, info_a = nsd.subject_responses(remote["src"], subject)
-        ids_b, resp_b, info_b = nsd.subject_responses(root, subject)
+        ids_a, resp_a, info_a = subject_responses(remote["src"], subject)
+        ids_b, resp_b, info_b = subject_responses(root, subject)
         np.testing.assert_array_equal(ids_a, ids_b)
-        assert list(resp_a) == list(resp_b) == list(nsd.REGIONS)
+        assert list(resp_a) == list(resp_b) == list(REGIONS)
         for region in resp_a:
             np.testing.assert_array_equal(resp_a[region], resp_b[region])
         assert info_b["sessions"] == list(range(1, N_SESSIONS + 1))
@@ -208,7 +230,7 @@ def test_rerun_skips_everything(remote, mirror):
     root, first = mirror
     client = anon(remote["endpoint"])
     gets = record_requests(client)
-    again = nr.download_nsd(root, subjects=SUBJECTS, client=client, bucket=BUCKET)
+    again = download_nsd(root, subjects=SUBJECTS, client=client, bucket=BUCKET)
     assert again["downloaded"] == [] and again["bytes"] == 0
     assert again["skipped"] == first["files"]
     assert gets == []  # nothing transferred, only HEAD/LIST
@@ -216,17 +238,17 @@ def test_rerun_skips_everything(remote, mirror):
 
 def test_explicit_sessions_and_mapping(remote, tmp_path):
     client = anon(remote["endpoint"])
-    keys = nr.needed_keys(["A", "subj05"], sessions={"subj01": 2, "C": [1]}, client=client,
+    keys = needed_keys(["A", "subj05"], sessions={"subj01": 2, "C": [1]}, client=client,
                           bucket=BUCKET, regions_files=["streams"])
     assert keys == [
-        nsd.EXPDESIGN_PATH,
+        EXPDESIGN_PATH,
         "nsddata/ppdata/subj01/func1pt8mm/roi/streams.nii.gz",
         "nsddata_betas/ppdata/subj01/func1pt8mm/betas_fithrf_GLMdenoise_RR/betas_session02.nii.gz",
         "nsddata/ppdata/subj05/func1pt8mm/roi/streams.nii.gz",
         "nsddata_betas/ppdata/subj05/func1pt8mm/betas_fithrf_GLMdenoise_RR/betas_session01.nii.gz",
     ]
-    summary = nr.download_nsd(tmp_path, subjects=["A"], sessions=[2], client=client, bucket=BUCKET)
-    assert nsd.nsd_paths(tmp_path, "A").sessions() == [2]
+    summary = download_nsd(tmp_path, subjects=["A"], sessions=[2], client=client, bucket=BUCKET)
+    assert nsd_paths(tmp_path, "A").sessions() == [2]
     assert len(summary["files"]) == 4
 
 
@@ -247,41 +269,41 @@ def test_corrupted_file_is_downloaded_again(remote, mirror, tmp_path):
         assert path.stat().st_size == st.st_size
 
     corrupt(keep_mtime=False)  # right size, wrong MD5, changed mtime: hashed and refetched
-    s1 = nr.download_nsd(root, subjects=SUBJECTS, client=client, bucket=BUCKET)
+    s1 = download_nsd(root, subjects=SUBJECTS, client=client, bucket=BUCKET)
     assert s1["downloaded"] == [BETA_KEY]
     assert path.read_bytes() == original
 
     # same size and mtime as recorded: trusted by the manifest, but rehash=True checks it
     st = path.stat()
     corrupt(keep_mtime=True)
-    s2 = nr.download_nsd(root, subjects=SUBJECTS, client=client, bucket=BUCKET)
+    s2 = download_nsd(root, subjects=SUBJECTS, client=client, bucket=BUCKET)
     assert s2["downloaded"] == []
-    s3 = nr.download_nsd(root, subjects=SUBJECTS, client=client, bucket=BUCKET, rehash=True)
+    s3 = download_nsd(root, subjects=SUBJECTS, client=client, bucket=BUCKET, rehash=True)
     assert s3["downloaded"] == [BETA_KEY]
     assert path.read_bytes() == original
 
     # wrong size, and a manifest that was lost: both handled
     path.write_bytes(original[:100])
-    (root / nr.MANIFEST_NAME).unlink()
-    s4 = nr.download_nsd(root, subjects=SUBJECTS, client=client, bucket=BUCKET)
+    (root / MANIFEST_NAME).unlink()
+    s4 = download_nsd(root, subjects=SUBJECTS, client=client, bucket=BUCKET)
     assert s4["downloaded"] == [BETA_KEY]
     assert path.read_bytes() == original
-    assert set(json.loads((root / nr.MANIFEST_NAME).read_text())["files"]) == expected_keys()
+    assert set(json.loads((root / MANIFEST_NAME).read_text())["files"]) == expected_keys()
 
 
 def test_missing_keys_give_clear_errors(remote, tmp_path):
     client = anon(remote["endpoint"])
     missing = "nsddata_betas/ppdata/subj01/func1pt8mm/betas_fithrf_GLMdenoise_RR/betas_session07.nii.gz"
-    with pytest.raises(nr.MissingObjectError) as err:
-        nr.download_nsd(tmp_path / "a", subjects=["A"], sessions=[1, 7], client=client, bucket=BUCKET)
+    with pytest.raises(MissingObjectError) as err:
+        download_nsd(tmp_path / "a", subjects=["A"], sessions=[1, 7], client=client, bucket=BUCKET)
     assert missing in str(err.value) and BUCKET in str(err.value)
     assert err.value.key == missing and err.value.bucket == BUCKET
     assert not (tmp_path / "a").exists()  # checked before any transfer
 
-    with pytest.raises(nr.MissingObjectError, match="subj02.*natural-scenes-dataset"):
-        nr.download_nsd(tmp_path / "b", subjects=["B"], client=client, bucket=BUCKET)
-    with pytest.raises(nr.MissingObjectError, match="no-such-bucket"):
-        nr.download_nsd(tmp_path / "c", subjects=["A"], sessions=[1], client=client, bucket="no-such-bucket")
+    with pytest.raises(MissingObjectError, match="subj02.*natural-scenes-dataset"):
+        download_nsd(tmp_path / "b", subjects=["B"], client=client, bucket=BUCKET)
+    with pytest.raises(MissingObjectError, match="no-such-bucket"):
+        download_nsd(tmp_path / "c", subjects=["A"], sessions=[1], client=client, bucket="no-such-bucket")
 
 
 # --------------------------------------------------------------------------- download_object
@@ -351,14 +373,14 @@ class CuttingProxy:
 def test_resume_after_cut_connection(remote, tmp_path):
     proxy = CuttingProxy(remote["endpoint"])
     try:
-        client = nr.s3_client(endpoint_url=proxy.endpoint)
+        client = s3_client(endpoint_url=proxy.endpoint)
         gets = record_requests(client)
         original = (remote["src"] / BETA_KEY).read_bytes()
         assert len(original) > 20_000
         proxy.cut_get_after = 6_000  # headers + a few KB of body, then the socket dies
         sleeps = []
         dest = tmp_path / "x" / "betas.nii.gz"
-        rec = nr.download_object(client, BUCKET, BETA_KEY, dest, sleep=sleeps.append)
+        rec = download_object(client, BUCKET, BETA_KEY, dest, sleep=sleeps.append)
     finally:
         proxy.close()
     assert proxy.cuts == 1
@@ -415,11 +437,11 @@ def test_resume_a_part_file_left_by_a_killed_run(remote, tmp_path):
     original = (remote["src"] / BETA_KEY).read_bytes()
     dest = tmp_path / "betas.nii.gz"
     with pytest.raises(_Interrupt):
-        nr.download_object(StoppingClient(client, 10_000), BUCKET, BETA_KEY, dest, sleep=lambda s: None)
+        download_object(StoppingClient(client, 10_000), BUCKET, BETA_KEY, dest, sleep=lambda s: None)
     part = dest.with_name(dest.name + ".part")
     assert part.stat().st_size == 10_000 and not dest.exists()
     gets = record_requests(client)
-    rec = nr.download_object(client, BUCKET, BETA_KEY, dest)
+    rec = download_object(client, BUCKET, BETA_KEY, dest)
     assert [h.get("range") for h in gets] == ["bytes=10000-"]
     assert rec["bytes_transferred"] == len(original) - 10_000
     assert dest.read_bytes() == original
@@ -433,10 +455,10 @@ def test_part_of_an_older_version_is_discarded(remote, tmp_path):
     client = anon(remote["endpoint"])
     dest = tmp_path / "changing.bin"
     with pytest.raises(_Interrupt):
-        nr.download_object(StoppingClient(client, 20_000), BUCKET, key, dest)
+        download_object(StoppingClient(client, 20_000), BUCKET, key, dest)
     put_public(admin, key, v2)  # same size, new content and ETag
     gets = record_requests(client)
-    nr.download_object(client, BUCKET, key, dest)
+    download_object(client, BUCKET, key, dest)
     assert dest.read_bytes() == v2
     assert [h.get("range") for h in gets] == [None]
 
@@ -467,14 +489,14 @@ class FlakyClient:
 def test_retries_back_off_exponentially_then_give_up(remote, tmp_path):
     client = anon(remote["endpoint"])
     sleeps = []
-    with pytest.raises(nr.NSDRemoteError, match="giving up after 3 retries"):
-        nr.download_object(FlakyClient(client, fail=100), BUCKET, BETA_KEY, tmp_path / "f",
+    with pytest.raises(NSDRemoteError, match="giving up after 3 retries"):
+        download_object(FlakyClient(client, fail=100), BUCKET, BETA_KEY, tmp_path / "f",
                            retries=3, backoff=1.0, sleep=sleeps.append)
     assert sleeps == [1.0, 2.0, 4.0]
     assert not (tmp_path / "f").exists()
 
     sleeps = []
-    rec = nr.download_object(FlakyClient(client, fail=2), BUCKET, BETA_KEY, tmp_path / "g",
+    rec = download_object(FlakyClient(client, fail=2), BUCKET, BETA_KEY, tmp_path / "g",
                              backoff=0.5, max_backoff=0.75, sleep=sleeps.append)
     assert sleeps == [0.5, 0.75]
     assert (tmp_path / "g").read_bytes() == (remote["src"] / BETA_KEY).read_bytes()
@@ -484,7 +506,7 @@ def test_retries_back_off_exponentially_then_give_up(remote, tmp_path):
 def test_corrupted_transfer_fails_md5_and_is_fetched_again(remote, tmp_path):
     client = anon(remote["endpoint"])
     sleeps = []
-    rec = nr.download_object(FlakyClient(client, corrupt=True), BUCKET, BETA_KEY, tmp_path / "c",
+    rec = download_object(FlakyClient(client, corrupt=True), BUCKET, BETA_KEY, tmp_path / "c",
                              sleep=sleeps.append)
     assert (tmp_path / "c").read_bytes() == (remote["src"] / BETA_KEY).read_bytes()
     assert sleeps == [1.0] and rec["attempts"] == 2 and rec["verified"] == "md5"
@@ -494,17 +516,17 @@ def test_multipart_etag(remote, tmp_path):
     from boto3.s3.transfer import TransferConfig
 
     key = "test/multipart.bin"
-    data = np.random.default_rng(2).bytes(6 * nr.MiB + 123)
+    data = np.random.default_rng(2).bytes(6 * MiB + 123)
     remote["admin"].upload_fileobj(
         io.BytesIO(data), BUCKET, key, ExtraArgs={"ACL": "public-read"},
-        Config=TransferConfig(multipart_threshold=5 * nr.MiB, multipart_chunksize=5 * nr.MiB))
+        Config=TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB))
     client = anon(remote["endpoint"])
-    info = nr.head(client, BUCKET, key)
-    assert nr.etag_kind(info["etag"]) == "multipart" and info["etag"].strip('"').endswith("-2")
-    rec = nr.download_object(client, BUCKET, key, tmp_path / "mp.bin")
+    info = head(client, BUCKET, key)
+    assert etag_kind(info["etag"]) == "multipart" and info["etag"].strip('"').endswith("-2")
+    rec = download_object(client, BUCKET, key, tmp_path / "mp.bin")
     assert (tmp_path / "mp.bin").read_bytes() == data
     assert rec["verified"] == "multipart-md5"
-    assert nr.multipart_etag(tmp_path / "mp.bin", 5 * nr.MiB) == info["etag"].strip('"')
+    assert multipart_etag(tmp_path / "mp.bin", 5 * MiB) == info["etag"].strip('"')
 
 
 # --------------------------------------------------------------------------- ranged reads, stimuli
@@ -513,16 +535,16 @@ def test_multipart_etag(remote, tmp_path):
 def test_ranged_file_h5py_reads_a_small_fraction(remote):
     client = anon(remote["endpoint"])
     ids = [31, 4, 17]
-    with nr.RangedS3File(client, BUCKET, nsd.STIMULI_PATH, block_size=16 * 1024, cache_blocks=8) as f:
-        assert f.size == (remote["src"] / nsd.STIMULI_PATH).stat().st_size
+    with RangedS3File(client, BUCKET, STIMULI_PATH, block_size=16 * 1024, cache_blocks=8) as f:
+        assert f.size == (remote["src"] / STIMULI_PATH).stat().st_size
         with h5py.File(f, "r") as h:
             assert h["imgBrick"].shape == remote["images"].shape
-        got = nsd.read_stimuli(f, ids)
+        got = read_shared_images(f, ids)
         fetched = f.bytes_fetched
     np.testing.assert_array_equal(got, remote["images"][np.array(ids) - 1])
     assert fetched < 0.5 * f.size, (fetched, f.size)
 
-    got2 = nr.read_shared_images_remote([5, 5, 40], client=client, bucket=BUCKET, block_size=16 * 1024)
+    got2 = read_shared_images(None, [5, 5, 40], client=client, bucket=BUCKET, block_size=16 * 1024)
     np.testing.assert_array_equal(got2, remote["images"][[4, 4, 39]])
 
 
@@ -534,8 +556,8 @@ def test_ranged_file_contiguous_layout_and_direct_reads(remote, tmp_path):
     key = "test/contiguous_stimuli.hdf5"
     put_public(remote["admin"], key, path.read_bytes())
     client = anon(remote["endpoint"])
-    with nr.RangedS3File(client, BUCKET, key, block_size=8 * 1024, direct_threshold=4096) as f:
-        got = nsd.read_stimuli(f, [40, 1, 22])
+    with RangedS3File(client, BUCKET, key, block_size=8 * 1024, direct_threshold=4096) as f:
+        got = read_shared_images(f, [40, 1, 22])
         np.testing.assert_array_equal(got, remote["images"][[39, 0, 21]])
         assert f.bytes_fetched < 0.5 * f.size
 
@@ -546,7 +568,7 @@ def test_ranged_file_is_a_correct_seekable_file(remote):
     put_public(remote["admin"], key, data)
     client = anon(remote["endpoint"])
     rng = np.random.default_rng(4)
-    f = nr.RangedS3File(client, BUCKET, key, block_size=4096, cache_blocks=3, direct_threshold=20_000)
+    f = RangedS3File(client, BUCKET, key, block_size=4096, cache_blocks=3, direct_threshold=20_000)
     assert f.readable() and f.seekable() and not f.writable()
     assert f.name == f"s3://{BUCKET}/{key}"
     for _ in range(200):
@@ -568,39 +590,40 @@ def test_ranged_file_is_a_correct_seekable_file(remote):
     f.close()
     with pytest.raises(ValueError):
         f.read(1)
-    with pytest.raises(nr.MissingObjectError, match="test/absent.bin"):
-        nr.RangedS3File(client, BUCKET, "test/absent.bin")
+    with pytest.raises(MissingObjectError, match="test/absent.bin"):
+        RangedS3File(client, BUCKET, "test/absent.bin")
 
 
 def test_fetch_shared_stimuli_and_read_local(remote, mirror, tmp_path):
     root = tmp_path / "root"
-    (root / nsd.EXPDESIGN_PATH).parent.mkdir(parents=True)
-    shutil.copy(mirror[0] / nsd.EXPDESIGN_PATH, root / nsd.EXPDESIGN_PATH)
+    (root / EXPDESIGN_PATH).parent.mkdir(parents=True)
+    shutil.copy(mirror[0] / EXPDESIGN_PATH, root / EXPDESIGN_PATH)
     client = anon(remote["endpoint"])
-    out = nr.fetch_shared_stimuli(root, client=client, bucket=BUCKET, batch_size=7, block_size=16 * 1024)
+    out = fetch_shared_stimuli(root, client=client, bucket=BUCKET, batch_size=7, block_size=16 * 1024)
     sharedix = remote["sim"]["sharedix"]
-    assert out["path"] == str(root / nr.SHARED_STIMULI_PATH) and not out["skipped"]
+    assert out["path"] == str(root / SHARED_STIMULI_PATH) and not out["skipped"]
     assert out["n_images"] == len(sharedix) == 24
-    np.testing.assert_array_equal(nr.local_shared_ids(root), sharedix)
+    np.testing.assert_array_equal(local_shared_ids(root), sharedix)
     images = remote["images"]
 
-    ids, all_images = nr.read_local_shared(root)
+    ids = local_shared_ids(root)
+    all_images = read_shared_images(root, ids)
     np.testing.assert_array_equal(ids, sharedix)
     np.testing.assert_array_equal(all_images, images[sharedix - 1])
     want = [int(sharedix[5]), int(sharedix[0]), int(sharedix[5]), int(sharedix[-1])]
-    np.testing.assert_array_equal(nr.read_local_shared(out["path"], want), images[np.array(want) - 1])
-    assert nr.read_local_shared(root, []).shape == (0,) + images.shape[1:]
+    np.testing.assert_array_equal(read_shared_images(out["path"], want), images[np.array(want) - 1])
+    assert read_shared_images(root, []).shape == (0,) + images.shape[1:]
     not_shared = sorted(set(range(1, 41)) - set(sharedix.tolist()))[0]
     with pytest.raises(ValueError, match=f"\\[{not_shared}\\]"):
-        nr.read_local_shared(root, [int(sharedix[0]), not_shared])
-    with pytest.raises(ValueError, match="imgBrick"):  # cannot be mistaken for the full file
-        nsd.read_stimuli(out["path"], [1])
+        read_shared_images(root, [int(sharedix[0]), not_shared])
+    with h5py.File(out["path"], "r") as f:  # cannot be mistaken for the full file
+        assert "imgBrick" not in f
 
-    again = nr.fetch_shared_stimuli(root, client=client, bucket=BUCKET)
+    again = fetch_shared_stimuli(root, client=client, bucket=BUCKET)
     assert again["skipped"] and again["bytes_fetched"] == 0
-    subset = nr.fetch_shared_stimuli(root, tmp_path / "two.hdf5", nsd_ids=[7, 3], client=client, bucket=BUCKET)
+    subset = fetch_shared_stimuli(root, tmp_path / "two.hdf5", nsd_ids=[7, 3], client=client, bucket=BUCKET)
     assert not subset["skipped"]
-    np.testing.assert_array_equal(nr.read_local_shared(tmp_path / "two.hdf5", [7, 3]), images[[6, 2]])
+    np.testing.assert_array_equal(read_shared_images(tmp_path / "two.hdf5", [7, 3]), images[[6, 2]])
 
 
 # --------------------------------------------------------------------------- the workflow's path
@@ -608,22 +631,24 @@ def test_fetch_shared_stimuli_and_read_local(remote, mirror, tmp_path):
 
 def test_pipeline_mirror_then_stimuli_then_brain_responses(remote, tmp_path, monkeypatch):
     """download_nsd (the workflow's rule) -> shared images -> one subject's responses."""
-    from motalign import pipeline
+    from motalign.datasets.stimuli import prepare_stimuli
+    from motalign.io.stimuli import read_stimuli
     from motalign.io.store import ActivationStore
+    from motalign.workflow import data_jobs
 
-    monkeypatch.setenv(nr.ENDPOINT_ENV, remote["endpoint"])
-    monkeypatch.setenv(nr.BUCKET_ENV, BUCKET)
+    monkeypatch.setenv(ENDPOINT_ENV, remote["endpoint"])
+    monkeypatch.setenv(BUCKET_ENV, BUCKET)
     root = tmp_path / "nsd"
-    summary = pipeline.download_nsd(root, subjects=list(SUBJECTS))
+    summary = data_jobs.download_nsd(root, subjects=list(SUBJECTS))
     assert summary["shared_images"] == len(remote["sim"]["sharedix"])
-    assert not (root / nsd.STIMULI_PATH).exists()  # never the whole brick
+    assert not (root / STIMULI_PATH).exists()  # never the whole brick
     stimuli = tmp_path / "stimuli.npz"
-    pipeline.prepare_stimuli({"source": "nsd", "kind": "images"}, stimuli, nsd_root=root)
-    data = pipeline.read_stimuli(stimuli)
+    prepare_stimuli({"source": "nsd", "kind": "images"}, stimuli, nsd_root=root)
+    data = read_stimuli(stimuli)
     ids = np.sort(remote["sim"]["sharedix"])
     np.testing.assert_array_equal(data["images"], remote["images"][ids - 1])
     out = tmp_path / "subject.npz"
-    pipeline.brain_responses(root, SUBJECTS[0], stimuli, out, regions=["V1", "V4", "Dorsal"])
+    data_jobs.brain_responses(root, SUBJECTS[0], stimuli, out, regions=["V1", "V4", "Dorsal"])
     with ActivationStore(out) as store:
         assert store.layer_names == ("V1", "V4", "Dorsal")
-        assert list(store.stimulus_ids) == [pipeline.nsd_stimulus_id(i) for i in ids]
+        assert list(store.stimulus_ids) == [nsd_stimulus_id(i) for i in ids]

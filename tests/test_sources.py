@@ -15,19 +15,10 @@ pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 Image = pytest.importorskip("PIL.Image")
 
-from motalign.datasets.sources import (  # noqa: E402
-    IMAGENET_VAL_SHARDS,
-    STSB_REPO,
-    STSB_REVISION,
-    derive_stsb_sentences,
-    prepare_imagenet,
-    prepare_stsb,
-    provenance_path,
-    select_per_class,
-)
-
-
 from conftest import LoopbackServer  # noqa: E402
+from motalign.datasets.download import provenance_path  # noqa: E402
+from motalign.datasets.imagenet import IMAGENET_VAL_SHARDS, prepare_imagenet, select_per_class  # noqa: E402
+from motalign.datasets.stsb import STSB_REPO, STSB_REVISION, derive_stsb_sentences, prepare_stsb  # noqa: E402
 
 
 @pytest.fixture
@@ -81,7 +72,7 @@ def test_prepare_stsb_over_emulated_hub(hub, tmp_path, caplog):
     data = _stsb_parquet()
     hub.add_hub_file(STSB_REPO, STSB_REVISION, "data/test-00000-of-00001.parquet", data)
     out = tmp_path / "stimuli" / "stsb.npz"
-    with caplog.at_level(logging.WARNING, logger="motalign.sources"):
+    with caplog.at_level(logging.WARNING, logger="motalign.datasets.stsb"):
         info = prepare_stsb(out, cache_dir=tmp_path / "cache", **FAST)
     stimuli = _load(out)
     assert list(stimuli["sentences"]) == STSB_EXPECTED
@@ -270,7 +261,7 @@ def test_prepare_imagenet_with_labels_file(imagenet_files, tmp_path):
 
 def test_devkit_without_meta_uses_id_minus_one(imagenet_files, tmp_path, caplog):
     devkit = _devkit(tmp_path / "devkit.tar.gz", with_meta=False)
-    with caplog.at_level(logging.WARNING, logger="motalign.sources"):
+    with caplog.at_level(logging.WARNING, logger="motalign.datasets.imagenet"):
         info = prepare_imagenet(tmp_path / "a.npz", per_class=2, image_size=SIZE,
                                 archive=imagenet_files["archive"], devkit=devkit)
     assert info["label_space"] == "ilsvrc2012_id_minus_1"
@@ -405,7 +396,7 @@ def test_hub_rows_without_paths_get_row_order_ids(hub, tmp_path, caplog):
     pq.write_table(table, buffer)
     shard = ("data/validation-00000-of-00001.parquet",)
     hub.add_hub_file("ILSVRC/imagenet-1k", "main", shard[0], buffer.getvalue())
-    with caplog.at_level(logging.WARNING, logger="motalign.sources"):
+    with caplog.at_level(logging.WARNING, logger="motalign.datasets.imagenet"):
         info = prepare_imagenet(tmp_path / "x.npz", per_class=2, image_size=SIZE,
                                 cache_dir=tmp_path / "cache", shards=shard, **FAST)
     assert info["ids_from"] == "row_order"

@@ -1,4 +1,5 @@
-"""One robust HTTP downloader, and the Hugging Face hub's ``resolve`` URLs.
+"""One robust HTTP downloader, the Hugging Face hub's ``resolve`` URLs and the local cache
+of hub files, and where a prepared stimuli file's provenance document goes.
 
 :func:`download` streams a URL to ``dest.part`` beside ``dest`` and renames it onto ``dest``
 only once it is complete (and, when a digest is given, verified), so a partial or corrupt
@@ -23,19 +24,22 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
-import requests
-import urllib3
-
 from ..io.atomic import atomic_path
+
+if TYPE_CHECKING:
+    import requests
 
 __all__ = [
     "DownloadError",
     "HF_ENDPOINT_DEFAULT",
     "download",
     "file_sha256",
+    "hf_cache_path",
     "hf_file_url",
+    "provenance_path",
     "read_sidecar",
     "sidecar_path",
 ]
@@ -58,7 +62,6 @@ class _Transient(Exception):
     """A failure worth retrying (resuming from what was written)."""
 
 
-# --------------------------------------------------------------------------- hub URLs
 def hf_file_url(repo_id: str, filename: str, *, revision: str = "main",
                 repo_type: str = "dataset", endpoint: str | None = None) -> str:
     """The hub's ``resolve`` URL of one file of a repository.
@@ -82,7 +85,22 @@ def hf_file_url(repo_id: str, filename: str, *, revision: str = "main",
             f"{quote(revision, safe='')}/{quote(filename)}")
 
 
-# --------------------------------------------------------------------------- digests
+def hf_cache_path(cache_dir, repo_id: str, revision: str, filename: str) -> Path:
+    """Where :func:`download` keeps ``filename`` of the hub repository ``repo_id`` at
+    ``revision``: ``<cache_dir>/<owner>--<name>/<revision>/<filename>``."""
+    if cache_dir is None:
+        raise ValueError("cache_dir is required to download from the hub "
+                         "(a folder for the downloaded files)")
+    safe_revision = revision.replace("/", "--")
+    return Path(cache_dir) / repo_id.replace("/", "--") / safe_revision / filename
+
+
+def provenance_path(out) -> Path:
+    """Where the provenance document of the stimuli file ``out`` goes: ``<out>.json``."""
+    out = Path(out)
+    return out.with_name(out.name + ".json")
+
+
 def file_sha256(path, chunk_size: int = 1 << 20) -> str:
     """Hex SHA-256 of a file, read in chunks."""
     digest = hashlib.sha256()
@@ -157,7 +175,6 @@ def _discard(dest: Path) -> None:
     sidecar_path(dest).unlink(missing_ok=True)
 
 
-# --------------------------------------------------------------------------- download
 def download(url: str, dest, *, sha256: str | None = None, headers: dict | None = None,
              token_env: str | None = None, token_help: str | None = None, retries: int = 5,
              backoff: float = 1.0, timeout: float = 60, chunk_size: int = 1 << 20,
@@ -179,6 +196,9 @@ def download(url: str, dest, *, sha256: str | None = None, headers: dict | None 
     * A ``<dest>.sha256`` sidecar records the digest; when ``dest`` exists and matches its
       sidecar (and ``sha256``), nothing is downloaded.
     """
+    import requests  # deferred: optional dependency, data extra
+    import urllib3  # deferred: optional dependency, data extra
+
     dest = Path(dest)
     expected = _normalise_digest(sha256)
     if retries < 0:
@@ -377,5 +397,8 @@ def _content_range(value):
     if not match:
         return None, None, None
     start, end, total = match.groups()
-    as_int = (lambda s: int(s) if s is not None and s != "*" else None)
+
+    def as_int(s):
+        return int(s) if s is not None and s != "*" else None
+
     return as_int(start), as_int(end), as_int(total)

@@ -8,7 +8,12 @@ import csv
 
 import numpy as np
 
-from ..datasets.stimuli import digit_images, nsd_stimulus_id
+from ..datasets.builtin import digit_images
+from ..datasets.nsd import mirror, simulate
+from ..datasets.nsd.images import fetch_shared_stimuli, nsd_stimulus_id
+from ..datasets.nsd.layout import REGIONS
+from ..datasets.nsd.responses import subject_responses
+from ..datasets.nsd.s3 import s3_client
 from ..io.atomic import atomic_path, save_npz
 from ..io.stimuli import read_stimuli
 from ..io.store import ActivationStore, write_activations
@@ -17,20 +22,16 @@ from ..io.store import ActivationStore, write_activations
 def simulate_nsd(out_root, *, subjects, n_images, n_shared, n_specific, n_sessions, volume_shape,
                  seed) -> dict:
     """A miniature NSD in the real file layout, its images drawn from scikit-learn's digits."""
-    from ..datasets.nsd import _nsd as nsd
-
     images = digit_images(n_images=n_images, image_size=32, seed=seed)["images"]
-    return nsd.simulate_nsd(out_root, images, subjects=tuple(subjects), n_shared=n_shared,
-                            n_specific=n_specific,
-                            n_sessions=n_sessions, volume_shape=tuple(volume_shape), seed=seed)
+    return simulate.simulate_nsd(out_root, images, subjects=tuple(subjects), n_shared=n_shared,
+                                 n_specific=n_specific,
+                                 n_sessions=n_sessions, volume_shape=tuple(volume_shape), seed=seed)
 
 def brain_responses(nsd_root, subject, stimuli_path, out, *, regions, sessions=None) -> dict:
     """One subject's region responses to a data set's NSD images (z-scored per session,
     repetitions averaged), written as an activation store with regions as layers."""
-    from ..datasets.nsd import _nsd as nsd
-
-    nsd_ids, responses, info = nsd.subject_responses(
-        nsd_root, subject, sessions=sessions, regions={r: nsd.REGIONS[r] for r in regions}
+    nsd_ids, responses, info = subject_responses(
+        nsd_root, subject, sessions=sessions, regions={r: REGIONS[r] for r in regions}
     )
     wanted = read_stimuli(stimuli_path)["ids"]
     position = {nsd_stimulus_id(i): k for k, i in enumerate(nsd_ids)}
@@ -60,11 +61,9 @@ def download_nsd(out_root, *, subjects, sessions=None) -> dict:
     """Mirror what the paper needs from the public NSD bucket (anonymous access): the
     experimental design, the ROI volumes and every session's betas of ``subjects``, and
     only the shared images of ``nsd_stimuli.hdf5``, read with ranged requests."""
-    from ..datasets.nsd import _remote as nsd_remote
-
-    client = nsd_remote.s3_client()
-    summary = nsd_remote.download_nsd(out_root, subjects=subjects, sessions=sessions, client=client)
-    shared = nsd_remote.fetch_shared_stimuli(out_root, client=client, block_size=256 * 1024)
+    client = s3_client()
+    summary = mirror.download_nsd(out_root, subjects=subjects, sessions=sessions, client=client)
+    shared = fetch_shared_stimuli(out_root, client=client, block_size=256 * 1024)
     return {"files": summary["files"], "bytes": summary["bytes"],
             "shared_images": shared["n_images"], "stimuli_bytes_fetched": shared["bytes_fetched"]}
 

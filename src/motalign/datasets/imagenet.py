@@ -1,24 +1,19 @@
-"""The paper's stimulus sets, written as the workflow's stimuli files.
+"""The ImageNet validation subset of the vision-model comparison (paper Sec. 3.3: 20,000
+validation images covering the 1,000 classes uniformly, i.e. 20 per class), as a stimuli
+file.
 
-A stimuli file is an uncompressed ``.npz`` (written atomically with
-:func:`motalign.store.save_npz`) holding ``ids`` (str) and either ``sentences`` (str) or
-``images`` (N x H x W x 3 uint8), optionally ``labels`` (int64).  Each ``prepare_*`` function
-here also writes a provenance document, ``<out>.json`` (see :func:`provenance_path`), and
-returns the same dictionary.
+:func:`prepare_imagenet` writes a seeded selection of ``per_class`` images of every class
+of the ILSVRC2012 validation set, either from a local ``ILSVRC2012_img_val.tar`` plus the
+devkit's ground truth, or from the gated hub data set ``ILSVRC/imagenet-1k`` (validation
+parquet shards; needs ``HF_TOKEN``), as a stimuli file (format in
+:mod:`motalign.io.stimuli`, written atomically) with ``labels`` (int64), plus a provenance
+document ``<out>.json`` (:func:`motalign.datasets.download.provenance_path`).
 
-* :func:`prepare_stsb`: the unique sentences of the STS-B test split (Sec. 3.1 of the paper,
-  2,552 prompts), from the ``sentence-transformers/stsb`` parquet file on the hub, at a
-  pinned commit.
-* :func:`prepare_imagenet`: a seeded selection of ``per_class`` images of every class of the
-  ILSVRC2012 validation set (20 x 1000 = 20,000 in the paper), either from a local
-  ``ILSVRC2012_img_val.tar`` plus the devkit's ground truth, or from the gated hub data set
-  ``ILSVRC/imagenet-1k`` (validation parquet shards; needs ``HF_TOKEN``).
-
-Labels of ImageNet images are the usual 0..999 class indices of the sorted WordNet ids
-(``n01440764`` = 0, tench), which is what the hub data set stores and what torchvision uses.
-The devkit's ground truth holds 1-based *ILSVRC2012_ID*\\ s, a different order; they are
-mapped through the devkit's ``data/meta.mat`` (ID -> WNID).  The per-class selection is
-keyed by (label, image number), so both sources select the very same images.
+Labels are the usual 0..999 class indices of the sorted WordNet ids (``n01440764`` = 0,
+tench), which is what the hub data set stores and what torchvision uses.  The devkit's
+ground truth holds 1-based *ILSVRC2012_ID*\\ s, a different order; they are mapped through
+the devkit's ``data/meta.mat`` (ID -> WNID).  The per-class selection is keyed by (label,
+image number), so both sources select the very same images.
 """
 
 from __future__ import annotations
@@ -31,31 +26,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from scipy.io import loadmat
 
-from .download import download, file_sha256, hf_file_url, read_sidecar
 from ..io.atomic import save_npz, write_json
-
-__all__ = [
-    "IMAGENET_HUB_REPO",
-    "IMAGENET_TOKEN_HELP",
-    "IMAGENET_VAL_SHARDS",
-    "STSB_REPO",
-    "STSB_REVISION",
-    "center_crop_resize",
-    "derive_stsb_sentences",
-    "prepare_imagenet",
-    "prepare_stsb",
-    "provenance_path",
-    "select_per_class",
-]
+from .download import download, hf_cache_path, hf_file_url, provenance_path, read_sidecar
 
 log = logging.getLogger(__name__)
-
-STSB_REPO = "sentence-transformers/stsb"
-#: The commit of ``sentence-transformers/stsb`` whose ``data/`` holds
-#: ``{train,validation,test}-00000-of-00001.parquet``.
-STSB_REVISION = "ab7a5ac0e35aa22088bdcf23e7fd99b220e53308"
-STSB_PAPER_COUNT = 2552
 
 IMAGENET_HUB_REPO = "ILSVRC/imagenet-1k"
 #: The validation split of the hub data set: 14 parquet shards of 50,000 rows in all, columns
@@ -67,124 +43,17 @@ IMAGENET_TOKEN_HELP = (
     "https://huggingface.co/settings/tokens and export it as HF_TOKEN "
     "(or pass a local ILSVRC2012_img_val.tar with the devkit instead)")
 
+
 _VAL_NAME = re.compile(r"ILSVRC2012_val_(\d{8})", re.IGNORECASE)
 _VAL_MEMBER = re.compile(r"(?:^|/)ILSVRC2012_val_(\d{8})\.jpe?g$", re.IGNORECASE)
 _GROUND_TRUTH = "data/ILSVRC2012_validation_ground_truth.txt"
 _META = "data/meta.mat"
 
 
-def provenance_path(out) -> Path:
-    """Where the provenance document of the stimuli file ``out`` goes: ``<out>.json``."""
-    out = Path(out)
-    return out.with_name(out.name + ".json")
-
-
-def _cache_file(cache_dir, repo_id: str, revision: str, filename: str) -> Path:
-    if cache_dir is None:
-        raise ValueError("cache_dir is required to download from the hub "
-                         "(a folder for the downloaded files)")
-    safe_revision = revision.replace("/", "--")
-    return Path(cache_dir) / repo_id.replace("/", "--") / safe_revision / filename
-
-
-# =========================================================================== STS-B
-def derive_stsb_sentences(sentence1: Sequence, sentence2: Sequence) -> tuple[list[str], dict]:
-    """The unique sentences of sentence pairs, in first-appearance order.
-
-    Row by row, ``sentence1`` then ``sentence2``; surrounding whitespace stripped; missing or
-    empty sentences dropped; exact-string deduplication keeping the first.  Returns the
-    sentences and the counts of the derivation.
-    """
-    if len(sentence1) != len(sentence2):
-        raise ValueError(f"sentence1 has {len(sentence1)} rows, sentence2 {len(sentence2)}")
-    ordered = []
-    n_empty = 0
-    for first, second in zip(sentence1, sentence2):
-        for sentence in (first, second):
-            text = sentence.strip() if isinstance(sentence, str) else ""
-            if text:
-                ordered.append(text)
-            else:
-                n_empty += 1
-    unique = list(dict.fromkeys(ordered))
-    counts = {
-        "n_pairs": len(sentence1),
-        "n_sentences_before_dedup": len(ordered),
-        "n_empty_dropped": n_empty,
-        "n_sentences_after_dedup": len(unique),
-    }
-    return unique, counts
-
-
-def prepare_stsb(out, *, cache_dir, repo_id: str = STSB_REPO, revision: str = STSB_REVISION,
-                 split: str = "test", expected_count: int | None = STSB_PAPER_COUNT,
-                 sha256: str | None = None, session=None, **download_options) -> dict:
-    """Write the STS-B prompts (unique sentences of ``split``) as a stimuli file.
-
-    Downloads ``data/{split}-00000-of-00001.parquet`` of the hub data set ``repo_id`` at
-    ``revision`` into ``cache_dir`` (verified against ``sha256`` when given), reads the
-    ``sentence1``/``sentence2`` columns and keeps the unique sentences
-    (:func:`derive_stsb_sentences`); ids are ``stsb00000``, ``stsb00001``, ...  A count other
-    than ``expected_count`` is recorded (``count_matches_paper: false``) and logged, not an
-    error: that the paper's 2,552 prompts are exactly this derivation is unverified.
-    ``download_options`` go to :func:`motalign.download.download` (``retries``, ...).
-    Returns the provenance (also written to ``<out>.json``).
-    """
-    import pyarrow.parquet as pq
-
-    filename = f"data/{split}-00000-of-00001.parquet"
-    url = hf_file_url(repo_id, filename, revision=revision, repo_type="dataset")
-    local = download(url, _cache_file(cache_dir, repo_id, revision, filename), sha256=sha256,
-                     token_env="HF_TOKEN", session=session,
-                     token_help=f"check https://huggingface.co/datasets/{repo_id}",
-                     **download_options)
-    try:
-        table = pq.read_table(local)
-    except Exception as error:  # pyarrow raises its own error types
-        raise ValueError(f"{local} (from {url}): not a readable parquet file ({error})") from error
-    missing = [c for c in ("sentence1", "sentence2") if c not in table.column_names]
-    if missing:
-        raise ValueError(f"{local} (from {url}): no column(s) {missing}; "
-                         f"columns are {table.column_names}")
-    sentences, counts = derive_stsb_sentences(table.column("sentence1").to_pylist(),
-                                              table.column("sentence2").to_pylist())
-    if not sentences:
-        raise ValueError(f"{local} (from {url}): no sentences in split {split!r}")
-    ids = np.array([f"stsb{i:05d}" for i in range(len(sentences))])
-    save_npz(out, ids=ids, sentences=np.array(sentences))
-
-    matches = None if expected_count is None else len(sentences) == int(expected_count)
-    if matches is False:
-        log.warning("STS-B %s split of %s@%s gives %d unique sentences; the paper reports %d",
-                    split, repo_id, revision, len(sentences), expected_count)
-    provenance = {
-        "dataset": "stsb",
-        "source": "huggingface",
-        "repo_id": repo_id,
-        "revision": revision,
-        "split": split,
-        "file": filename,
-        "url": url,
-        "file_sha256": read_sidecar(local) or file_sha256(local),
-        "derivation": ("unique sentences of the split in first-appearance order: row by row, "
-                       "sentence1 then sentence2; whitespace stripped; empty dropped; "
-                       "exact-string deduplication keeping the first"),
-        **counts,
-        "n_stimuli": len(sentences),
-        "expected_count": expected_count,
-        "count_matches_paper": matches,
-        "ids": "stsb{i:05d}",
-        "out": str(out),
-    }
-    write_json(provenance_path(out), provenance)
-    return provenance
-
-
-# =========================================================================== ImageNet
 def center_crop_resize(image, size: int) -> np.ndarray:
     """A PIL image as ``size x size x 3`` uint8: RGB, shorter side resized to ``size``
     (bicubic), then the central ``size x size`` crop."""
-    from PIL import Image
+    from PIL import Image  # deferred: optional dependency, data extra
 
     image = image.convert("RGB")
     width, height = image.size
@@ -205,7 +74,7 @@ def center_crop_resize(image, size: int) -> np.ndarray:
 
 
 def _decode(data: bytes, size: int, what: str) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError  # deferred: optional dependency, data extra
 
     try:
         with Image.open(io.BytesIO(data)) as image:
@@ -273,8 +142,6 @@ def _find_member(tar: tarfile.TarFile, suffix: str):
 
 def _meta_wnids(data: bytes, where: str) -> dict[int, str]:
     """ILSVRC2012_ID -> WNID of the 1000 leaf synsets, from the devkit's ``meta.mat``."""
-    from scipy.io import loadmat
-
     try:
         synsets = loadmat(io.BytesIO(data), squeeze_me=True)["synsets"]
     except Exception as error:  # scipy raises a variety of errors on a bad file
@@ -392,7 +259,7 @@ def _prepare_from_archive(archive, devkit, labels_file, per_class, seed, image_s
 
 def _parquet_index(path: Path, shard: str):
     """(label, path) of every row of a hub shard, reading neither image bytes nor more."""
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # deferred: optional dependency, data extra
 
     try:
         parquet = pq.ParquetFile(path)
@@ -419,7 +286,7 @@ def _parquet_index(path: Path, shard: str):
 
 def _prepare_from_hub(hub_repo, revision, shards, cache_dir, per_class, seed, image_size,
                       session, download_options):
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # deferred: optional dependency, data extra
 
     if not shards:
         raise ValueError("shards is empty")
@@ -427,7 +294,7 @@ def _prepare_from_hub(hub_repo, revision, shards, cache_dir, per_class, seed, im
     digests = {}
     for shard in shards:
         url = hf_file_url(hub_repo, shard, revision=revision, repo_type="dataset")
-        path = download(url, _cache_file(cache_dir, hub_repo, revision, shard),
+        path = download(url, hf_cache_path(cache_dir, hub_repo, revision, shard),
                         token_env="HF_TOKEN", token_help=IMAGENET_TOKEN_HELP, session=session,
                         **download_options)
         local.append(path)
@@ -523,7 +390,8 @@ def prepare_imagenet(out, *, per_class: int = 20, seed: int = 0, image_size: int
     Memory: the output array is allocated once (N x S x S x 3 bytes: 20,000 x 224 x 224 x 3
     = 3.0 GB for the paper's setting) and filled while decoding one image at a time; the
     hub shards are read in batches of 256 rows.  ``download_options`` go to
-    :func:`motalign.download.download`.  Returns the provenance (also in ``<out>.json``).
+    :func:`motalign.datasets.download.download`.  Returns the provenance (also in
+    ``<out>.json``).
     """
     if image_size < 1:
         raise ValueError(f"image_size must be >= 1, got {image_size}")
