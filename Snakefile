@@ -22,9 +22,12 @@ if not workflow.overwrite_configfiles:
 
 
 
-validate(config, "config/schema/config.schema.yaml")
+# Types, required keys and every default (set_default: the schema is the only place that
+# defines defaults; sections left out are filled in with theirs).
+validate(config, "workflow/schemas/config.schema.yaml", set_default=True)
 
 
+include: "workflow/rules/paths.smk"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"

@@ -1,48 +1,53 @@
-"""The workflow's library functions (motalign.pipeline), outside Snakemake."""
+"""The workflow's job functions (motalign.workflow) and the files they exchange, outside
+Snakemake."""
 
 import numpy as np
 import pytest
 
-from motalign import pipeline
-from motalign.io.store import write_activations
+from motalign.datasets.builtin import prepare_digit_images, prepare_text_stimuli
+from motalign.datasets.stimuli import prepare_stimuli
+from motalign.io.stimuli import read_split, read_stimuli
+from motalign.io.store import check_layer_count, check_same_stimuli, write_activations
+from motalign.workflow.alignment_jobs import inner_shard, outer_alignment
+from motalign.workflow.data_jobs import make_split
+from motalign.workflow.shards import read_shards
 
 
 def test_digit_stimuli_are_class_balanced_and_seeded(tmp_path):
     out = tmp_path / "digits.npz"
-    pipeline.prepare_stimuli({"source": "sklearn_digits", "kind": "images", "n_images": 50,
-                              "image_size": 32}, out)
-    data = pipeline.read_stimuli(out)
+    prepare_stimuli({"source": "sklearn_digits", "kind": "images", "n_images": 50, "image_size": 32}, out)
+    data = read_stimuli(out)
     assert data["images"].shape == (50, 32, 32, 3) and data["images"].dtype == np.uint8
     assert np.bincount(data["labels"]).tolist() == [5] * 10
     again = tmp_path / "again.npz"
-    pipeline.prepare_digit_images(again, n_images=50, image_size=32, seed=0)
-    np.testing.assert_array_equal(pipeline.read_stimuli(again)["ids"], data["ids"])
+    prepare_digit_images(again, n_images=50, image_size=32, seed=0)
+    np.testing.assert_array_equal(read_stimuli(again)["ids"], data["ids"])
 
 
 def test_source_errors_name_the_config_key(tmp_path):
     with pytest.raises(ValueError, match=r"datasets\.imagenet\.archive: /nowhere/val\.tar does not exist"):
-        pipeline.prepare_stimuli({"source": "imagenet", "kind": "images", "archive": "/nowhere/val.tar"},
-                                 tmp_path / "x.npz", name="imagenet")
+        prepare_stimuli({"source": "imagenet", "kind": "images", "archive": "/nowhere/val.tar"},
+                        tmp_path / "x.npz", name="imagenet")
     with pytest.raises(ValueError, match=r"datasets\.odd\.source: unknown source 'ftp'"):
-        pipeline.prepare_stimuli({"source": "ftp", "kind": "text"}, tmp_path / "x.npz", name="odd")
+        prepare_stimuli({"source": "ftp", "kind": "text"}, tmp_path / "x.npz", name="odd")
     assert not list(tmp_path.iterdir())
 
 
 def test_text_stimuli_are_deduplicated(tmp_path):
     source = tmp_path / "s.txt"
     source.write_text("\n".join(["a b", "c d", "", "a b"] + [f"line {i}" for i in range(10)]))
-    summary = pipeline.prepare_text_stimuli(source, tmp_path / "s.npz")
+    summary = prepare_text_stimuli(source, tmp_path / "s.npz")
     assert summary["n_sentences"] == 12
-    assert list(pipeline.read_stimuli(tmp_path / "s.npz")["sentences"][:2]) == ["a b", "c d"]
+    assert list(read_stimuli(tmp_path / "s.npz")["sentences"][:2]) == ["a b", "c d"]
 
 
 def test_split_is_seeded_and_disjoint(tmp_path):
     out = tmp_path / "s.npz"
-    pipeline.prepare_digit_images(out, n_images=50, image_size=8)
-    pipeline.make_split(out, tmp_path / "a.npz", seed=3, fit_fraction=0.8)
-    pipeline.make_split(out, tmp_path / "b.npz", seed=3, fit_fraction=0.8)
-    fit, held = pipeline.read_split(tmp_path / "a.npz")
-    np.testing.assert_array_equal(fit, pipeline.read_split(tmp_path / "b.npz")[0])
+    prepare_digit_images(out, n_images=50, image_size=8)
+    make_split(out, tmp_path / "a.npz", seed=3, fit_fraction=0.8)
+    make_split(out, tmp_path / "b.npz", seed=3, fit_fraction=0.8)
+    fit, held = read_split(tmp_path / "a.npz")
+    np.testing.assert_array_equal(fit, read_split(tmp_path / "b.npz")[0])
     assert len(fit) == 40 and sorted(np.concatenate([fit, held]).tolist()) == list(range(50))
 
 
@@ -57,22 +62,22 @@ def test_sharded_inner_ot_equals_one_fit(tmp_path, rng, n_jobs):
     write_activations(tmp_path / "y.npz", y, stimulus_ids=ids)
     stimuli = tmp_path / "stim.npz"
     np.savez(stimuli, ids=np.array(ids))
-    pipeline.make_split(stimuli, tmp_path / "split.npz", seed=0, fit_fraction=0.8)
+    make_split(stimuli, tmp_path / "split.npz", seed=0, fit_fraction=0.8)
     shards = [tmp_path / f"shard{k}.npz" for k in range(3)]
     for k, shard in enumerate(shards):
-        pipeline.inner_shard(tmp_path / "x.npz", tmp_path / "y.npz", tmp_path / "split.npz", shard,
-                             shard=k, shard_size=2, rotation=False, n_jobs=n_jobs)
-    result = pipeline.outer_alignment(tmp_path / "x.npz", tmp_path / "y.npz", tmp_path / "split.npz",
-                                      shards, tmp_path / "o.npz", tmp_path / "o.json", rotation=False, seed=0)
-    fit, held = pipeline.read_split(tmp_path / "split.npz")
+        inner_shard(tmp_path / "x.npz", tmp_path / "y.npz", tmp_path / "split.npz", shard,
+                    shard=k, shard_size=2, rotation=False, mot={"n_jobs": n_jobs})
+    result = outer_alignment(tmp_path / "x.npz", tmp_path / "y.npz", tmp_path / "split.npz",
+                             shards, tmp_path / "o.npz", tmp_path / "o.json", rotation=False, seed=0)
+    fit, held = read_split(tmp_path / "split.npz")
     direct = MOT(random_state=0).fit([a[fit] for a in x.values()], [a[fit] for a in y.values()])
     expected = direct.scores([a[held] for a in x.values()], [a[held] for a in y.values()])
     for name, value in expected.items():
         assert result["scores"][name] == pytest.approx(value, abs=1e-12)
     with pytest.raises(ValueError, match=r"layer pair \(2, 0\) appears in two shards"):
-        pipeline.read_shards([shards[2], shards[2]], 3, 2)
+        read_shards([shards[2], shards[2]], 3, 2)
     with pytest.raises(ValueError, match="are in no shard"):
-        pipeline.read_shards(shards[:2], 3, 2)
+        read_shards(shards[:2], 3, 2)
 
 
 def test_sinkhorn_shards_record_their_certified_gap(tmp_path, rng):
@@ -82,14 +87,15 @@ def test_sinkhorn_shards_record_their_certified_gap(tmp_path, rng):
     write_activations(tmp_path / "y.npz", {"a": base[:, ::-1] + 0.1 * rng.standard_normal((80, 12)),
                                            "b": rng.standard_normal((80, 16))}, stimulus_ids=ids)
     np.savez(tmp_path / "stim.npz", ids=np.array(ids))
-    pipeline.make_split(tmp_path / "stim.npz", tmp_path / "split.npz", seed=0, fit_fraction=0.8)
+    make_split(tmp_path / "stim.npz", tmp_path / "split.npz", seed=0, fit_fraction=0.8)
     results = {}
     for solver in ("exact", "sinkhorn"):
         shard = tmp_path / f"{solver}.npz"
-        info = pipeline.inner_shard(tmp_path / "x.npz", tmp_path / "y.npz", tmp_path / "split.npz", shard,
-                                    shard=0, shard_size=4, rotation=False, solver=solver, device="cpu")
+        info = inner_shard(tmp_path / "x.npz", tmp_path / "y.npz", tmp_path / "split.npz", shard,
+                           shard=0, shard_size=4, rotation=False,
+                           mot={"solver": solver, "device": "cpu"})
         assert info["solver"] == solver and info["pairs"] == 4
-        results[solver] = pipeline.outer_alignment(
+        results[solver] = outer_alignment(
             tmp_path / "x.npz", tmp_path / "y.npz", tmp_path / "split.npz", [shard],
             tmp_path / f"{solver}_o.npz", tmp_path / f"{solver}_o.json", rotation=False, seed=0,
             mot={"solver": solver, "device": "cpu"})
@@ -105,6 +111,6 @@ def test_networks_on_other_stimuli_are_refused(tmp_path, rng):
     write_activations(tmp_path / "x.npz", {"a": rng.standard_normal((4, 2))}, stimulus_ids=list("abcd"))
     write_activations(tmp_path / "y.npz", {"a": rng.standard_normal((4, 2))}, stimulus_ids=list("abdc"))
     with pytest.raises(ValueError, match="not recorded on the same stimuli"):
-        pipeline.check_same_stimuli(tmp_path / "x.npz", tmp_path / "y.npz")
+        check_same_stimuli(tmp_path / "x.npz", tmp_path / "y.npz")
     with pytest.raises(ValueError, match=r"holds 1 layers but the configuration declares 3 \(config key models: m\)"):
-        pipeline.check_layer_count(tmp_path / "x.npz", 3, "models: m")
+        check_layer_count(tmp_path / "x.npz", 3, "models: m")

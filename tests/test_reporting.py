@@ -2,11 +2,12 @@
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from motalign import reporting
+from motalign.workflow import reporting
 
 CONFIG = {
     "seeds": [0, 1, 2],
@@ -65,7 +66,7 @@ def test_vs_paper_reports_the_difference(scores, tmp_path):
     assert counts["cells_matched"] == 4  # only the Llama 1B - 3B row is in the paper
     text = (tmp_path / "vs.md").read_text()
     ours = np.mean([values["a", "b", seed, "mot"] for seed in range(3)])
-    assert f"| Llama-3.2 1B | Llama-3.2 3B | MOT | 0.558 |" in text
+    assert "| Llama-3.2 1B | Llama-3.2 3B | MOT | 0.558 |" in text
     assert f"{ours - 0.558:+.3f}" in text
 
 
@@ -106,4 +107,31 @@ def test_figure_catalog_follows_the_config():
     assert {"figure2", "figureB1", "figure4", "figureD1", "figureD2", "figureD3", "figureH1"} == set(specs)
     assert specs["figure2"].pairs == (("a", "c"),)
     assert [v[0] for v in specs["figureD2"].variants] == ["MOT", "MOT+R"]
-    assert reporting.table_ids(config) == ["table1", "table3", "tableD1", "tableD2", "tableG1", "tableH1"]
+    assert reporting.table_ids(config) == ["table1", "table3", "tableD1", "tableD2", "tableH1", "tableG1"]
+
+
+def test_catalogue_is_keyed_by_what_feeds_each_table_and_figure():
+    catalogue = reporting.load_catalogue()
+    for experiment, entry in catalogue["experiments"].items():
+        for table_id in entry.get("tables", {}):
+            assert reporting.TABLES[table_id].kind == "scores"
+            assert reporting.TABLES[table_id].experiments == (experiment,)
+    for kind, entry in catalogue["baselines"].items():
+        assert kind in reporting.BASELINE_KINDS
+        for table_id in entry.get("tables", {}):
+            assert reporting.TABLES[table_id].baseline == kind
+            assert reporting.MOT_FIELD in reporting.TABLES[table_id].fields
+    # every table the paper's values are transcribed for is in the catalogue
+    paper_tables = {line.split(",")[0] for line in
+                    (Path(reporting.__file__).parent / "paper_values.csv").read_text().splitlines()[1:]}
+    assert paper_tables <= set(reporting.TABLES)
+
+
+def test_per_pair_figures_are_numbered_and_follow_the_methods():
+    config = {**CONFIG, "experiments": {
+        "nsd_vit": {"dataset": "d", "methods": ["mot"], "pairs": [["a", "b"], ["a", "c"]]}}}
+    specs = reporting.figure_specs(config)
+    assert list(specs) == ["figureE1", "figureE2", "figureH1"]
+    assert specs["figureE2"].caption == "Visual cortex vs vision model, pair 2: MOT and MOT+R (Figure E.2)."
+    assert specs["figureE2"].pairs == (("a", "c"),) and specs["figureE2"].methods == ("mot",)
+    assert specs["figureH1"].baseline == "linear_predictivity"

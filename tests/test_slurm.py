@@ -21,6 +21,9 @@ from pathlib import Path
 
 import pytest
 
+# all of them need a SLURM cluster or its executor plugin, and the cluster run takes minutes
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "slurm"
 TEST_CONFIG = ROOT / "config" / "test.yaml"

@@ -1,7 +1,7 @@
 """The Snakemake workflow, run end to end on config/test.yaml in a temporary directory.
 
 The test config has one pair per experiment family and goes through the same rules as the
-embedded default and config/paper.yaml.
+embedded default and config/paper.yaml.  The tests that run jobs are marked slow.
 """
 
 import csv
@@ -21,6 +21,8 @@ pytest.importorskip("nibabel")
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_CONFIG = ROOT / "config" / "test.yaml"
+#: the tests that run the workflow's jobs for real (minutes): `pytest -m "not slow"` skips them
+slow = pytest.mark.slow
 
 
 def snakemake(workdir, *args, configfile=TEST_CONFIG, check=True):
@@ -56,6 +58,7 @@ def read_csv(path):
         return list(csv.DictReader(handle))
 
 
+@slow
 def test_every_experiment_is_scored(run):
     expected = {"llm": 1, "nsd": 1, "vit": 2, "nsd_vit": 2}  # pairs x methods
     for experiment, n in expected.items():
@@ -66,6 +69,7 @@ def test_every_experiment_is_scored(run):
         assert {r["coupling"] for r in rows} == {"mot", "single_best", "pairwise_best", "random"}
 
 
+@slow
 def test_simulated_subjects_align_region_to_region(run):
     rows = read_csv(run / "results" / "scores" / "nsd.csv")
     mot = [r for r in rows if r["coupling"] == "mot"]
@@ -77,6 +81,7 @@ def test_simulated_subjects_align_region_to_region(run):
         np.testing.assert_allclose(data["coupling_mot"], np.eye(7) / 7, atol=1e-12)
 
 
+@slow
 def test_activation_stores_and_splits(run):
     from motalign.io.store import ActivationStore
 
@@ -94,6 +99,7 @@ def test_activation_stores_and_splits(run):
         assert list(brain.stimulus_ids) == list(model.stimulus_ids)
 
 
+@slow
 def test_baselines_subsampling_and_three_level(run):
     results = run / "results"
     glob = json.loads((results / "baselines" / "global" / "nsd" / "seed0.json").read_text())
@@ -110,16 +116,19 @@ def test_baselines_subsampling_and_three_level(run):
         np.testing.assert_allclose(data["coupling"].sum(axis=1), 1 / 3, atol=1e-12)
 
 
+@slow
 def test_every_job_left_a_log_and_a_benchmark(run):
     logs = list((run / "results" / "logs").rglob("*.log"))
     assert logs and all(p.read_text().strip() for p in logs)
     assert list((run / "results" / "benchmarks").rglob("inner_ot/**/*.tsv"))
 
 
+@slow
 def test_finished_run_reruns_nothing(run):
     assert planned_jobs(run) == {}
 
 
+@slow
 def test_deleting_an_output_rebuilds_only_its_dependents(run):
     downstream = {"collect_scores", "table", "figure", "all"}
     outer = run / "results" / "mot" / "vit" / "mot_r" / "dinov2_s~mae_b" / "seed1.json"
@@ -138,6 +147,7 @@ def test_deleting_an_output_rebuilds_only_its_dependents(run):
     assert planned_jobs(run) == {}
 
 
+@slow
 def test_interrupted_run_resumes_without_redoing_shards(run):
     # a run stopped after its inner-OT shards: the outer results and scores are missing
     for path in (run / "results" / "mot" / "nsd").rglob("*"):
@@ -179,6 +189,7 @@ def test_lint_is_clean():
     assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
 
 
+@slow
 def test_tables_and_figures_summarise_the_scores(run):
     tables = run / "results" / "tables"
     rows = read_csv(run / "results" / "scores" / "nsd.csv")
@@ -201,6 +212,7 @@ def test_tables_and_figures_summarise_the_scores(run):
         assert (figures / f"{figure_id}.pdf").read_bytes()[:4] == b"%PDF"
 
 
+@slow
 def test_a_deleted_table_comes_back_with_its_named_target_alone(run):
     (run / "results" / "tables" / "table1.md").unlink()
     assert planned_jobs(run, "table1") == {"table": 1, "table1": 1}
@@ -209,6 +221,7 @@ def test_a_deleted_table_comes_back_with_its_named_target_alone(run):
     assert planned_jobs(run) == {}
 
 
+@slow
 def test_report_bundles_every_table_and_figure(run):
     snakemake(run, "--report", "report.html")
     html = (run / "report.html").read_text(errors="replace")

@@ -1,21 +1,22 @@
-# Stages 4-6: inner OT per shard of layer pairs, outer OT + couplings + scores per pair x
-# seed, and the collection of every experiment's scores over seeds.
+# Stages 4-6: inner OT per shard of layer pairs (Sec. 2.2.1), outer OT + couplings + scores
+# per pair x seed (Sec. 2.2.2-2.2.3), and the collection of every experiment's scores over
+# seeds.
 
 
 rule inner_ot:
     input:
         unpack(pair_inputs),
     output:
-        R("inner", "{experiment}", "{method}", "{source}~{target}", "seed{seed}", "shard{shard}.npz"),
+        INNER_SHARD_NPZ,
     params:
         rotation=lambda wc: METHODS[wc.method],
         shard_size=config["shard_size"],
         layers=lambda wc: (n_layers(config, wc.source), n_layers(config, wc.target)),
-        mot=MOT_PARAMS,
+        mot=MOT_SETTINGS,
     log:
-        R("logs", "inner_ot", "{experiment}", "{method}", "{source}~{target}", "seed{seed}", "shard{shard}.log"),
+        job_log("inner_ot", INNER_SHARD_KEY),
     benchmark:
-        R("benchmarks", "inner_ot", "{experiment}", "{method}", "{source}~{target}", "seed{seed}", "shard{shard}.tsv")
+        job_benchmark("inner_ot", INNER_SHARD_KEY)
     threads: MOT_THREADS
     resources:
         mem_mb=inner_resources,
@@ -34,17 +35,16 @@ rule outer_ot:
         unpack(pair_inputs),
         shards=lambda wc: shard_paths(wc.experiment, wc.method, wc.source, wc.target, wc.seed),
     output:
-        json=R("mot", "{experiment}", "{method}", "{source}~{target}", "seed{seed}.json"),
-        npz=R("mot", "{experiment}", "{method}", "{source}~{target}", "seed{seed}.npz"),
+        json=OUTER_JSON,
+        npz=OUTER_NPZ,
     params:
         rotation=lambda wc: METHODS[wc.method],
-        meta=lambda wc: {"experiment": wc.experiment, "method": wc.method,
-                         "source": wc.source, "target": wc.target},
-        mot=MOT_PARAMS,
+        meta=lambda wc: {"experiment": wc.experiment, "method": wc.method, "source": wc.source, "target": wc.target},
+        mot=MOT_SETTINGS,
     log:
-        R("logs", "outer_ot", "{experiment}", "{method}", "{source}~{target}", "seed{seed}.log"),
+        job_log("outer_ot", OUTER_KEY),
     benchmark:
-        R("benchmarks", "outer_ot", "{experiment}", "{method}", "{source}~{target}", "seed{seed}.tsv")
+        job_benchmark("outer_ot", OUTER_KEY)
     threads: 1
     resources:
         mem_mb=8000,
@@ -59,9 +59,9 @@ rule collect_scores:
     input:
         lambda wc: [outer_json(wc.experiment, *job) for job in experiment_jobs(wc.experiment)],
     output:
-        R("scores", "{experiment}.csv"),
+        SCORES_CSV,
     log:
-        R("logs", "collect_scores", "{experiment}.log"),
+        job_log("collect_scores", EXPERIMENT_KEY),
     wildcard_constraints:
         experiment="|".join(config["experiments"]),
     localrule: True

@@ -1,19 +1,20 @@
-# Appendix baselines: global OT / linear predictivity (F), pairwise linear predictivity (H),
-# pairwise RSA (I); one job per baseline x experiment x seed, over the experiment's pairs.
+# Appendix baselines: global OT / linear predictivity (App. F), pairwise linear
+# predictivity (App. H), pairwise RSA (App. I); one job per baseline x experiment x seed,
+# over the experiment's pairs.
 
 
 rule baseline:
     input:
         unpack(baseline_inputs),
     output:
-        R("baselines", "{kind}", "{experiment}", "seed{seed}.json"),
+        BASELINE_JSON,
     params:
         pairs=baseline_pairs,
         meta=lambda wc: {"experiment": wc.experiment},
     log:
-        R("logs", "baseline", "{kind}", "{experiment}", "seed{seed}.log"),
+        job_log("baseline", BASELINE_KEY),
     benchmark:
-        R("benchmarks", "baseline", "{kind}", "{experiment}", "seed{seed}.tsv")
+        job_benchmark("baseline", BASELINE_KEY)
     threads: 2
     resources:
         mem_mb=16000,

@@ -1,8 +1,15 @@
-# Paths, config look-ups and target lists shared by every rule file.
+# Config look-ups and target lists shared by every rule file.  The config has been
+# validated against workflow/schemas/config.schema.yaml, which filled in every default;
+# the output layouts are those of paths.smk.
 
-import itertools
-
-from motalign.workflow.config import METHODS, check_config, n_layers, n_shards, network_kind
+from motalign.workflow.config import (
+    METHODS,
+    check_config,
+    mot_settings,
+    n_layers,
+    n_shards,
+    network_kind,
+)
 
 check_config(config)
 
@@ -12,74 +19,70 @@ for _dataset in config["datasets"].values():
     if "path" in _dataset and not os.path.isabs(_dataset["path"]) and not os.path.exists(_dataset["path"]):
         _dataset["path"] = os.path.join(workflow.basedir, _dataset["path"])
 
-RESULTS = config["results"]
-_MOT = {"max_iter": 30, "tol": 1e-7, "solver": "exact", "device": "auto", "epsilon": 1.0e-3,
-        "threads": 1, "gpus": 0, **config.get("mot", {})}
-# Passed to the inner-OT engine (motalign.engine) by every rule that fits MOT; the jobs'
-# `threads` become its n_jobs (layer pairs solved in parallel inside a job).
-MOT_PARAMS = {k: _MOT[k] for k in ("max_iter", "tol", "solver", "device", "epsilon")}
-MOT_THREADS = _MOT["threads"]
-MOT_RESOURCES = dict(gpu=_MOT["gpus"]) if _MOT["gpus"] else {}
+# --- the MOT jobs (inner_ot, outer_ot, subsample, three_level_block)
+MOT = config["mot"]
+#: the engine settings passed to every MOT job as `params: mot=`; each job adds its
+#: `threads` as n_jobs (layer pairs solved in parallel inside the job)
+MOT_SETTINGS = mot_settings(config)
+MOT_THREADS = MOT["threads"]
+MOT_RESOURCES = dict(gpu=MOT["gpus"]) if MOT["gpus"] else {}
 # GPU or Sinkhorn MOT jobs need PyTorch: they use the torch environment.
-MOT_ENV = "../../envs/torch.yaml" if (
-    _MOT["gpus"] or _MOT["solver"] == "sinkhorn" or str(_MOT["device"]).startswith("cuda")
-) else "../../envs/ot.yaml"
-EXTRACTION = {"batch_size": 32, "device": "auto", "gpus": 0, "threads": 1, **config.get("extraction", {})}
+MOT_ENV = (
+    "../../envs/torch.yaml"
+    if MOT["gpus"] or MOT["solver"] == "sinkhorn" or str(MOT["device"]).startswith("cuda")
+    else "../../envs/ot.yaml"
+)
+
+# --- the extraction jobs (extract_activations, extract_revision)
+EXTRACTION = config["extraction"]
+EXTRACTION_SETTINGS = {key: EXTRACTION[key] for key in ("batch_size", "device")}
+EXTRACTION_RESOURCES = dict(mem_mb=32000, runtime=120, gpu=EXTRACTION["gpus"])
+
+# --- optional analyses: an empty mapping when the config leaves them out
+THREE_LEVEL = config.get("three_level") or {}
+SUBSAMPLING = config.get("subsampling") or {}
 
 
-wildcard_constraints:
-    dataset="[A-Za-z0-9_.-]+",
-    model="[A-Za-z0-9_.-]+",
-    brain="[A-Za-z0-9_.-]+",
-    experiment="[A-Za-z0-9_.-]+",
-    method="mot|mot_r",
-    source="[A-Za-z0-9_.-]+",
-    target="[A-Za-z0-9_.-]+",
-    revision="[A-Za-z0-9_.-]+",
-    kind="global|linear_predictivity|rsa",
-    seed="[0-9]+",
-    shard="[0-9]+",
-    block="[0-9]+",
-    fraction="[0-9.]+",
-
-
-def R(*parts):
-    """A path below the results folder."""
-    return os.path.join(RESULTS, *parts)
+# --- paths of the data
 
 
 def stimuli_path(dataset):
-    return R("stimuli", f"{dataset}.npz")
+    return STIMULI_NPZ.format(dataset=dataset)
 
 
 def split_path(dataset, seed):
-    return R("splits", dataset, f"seed{seed}.npz")
+    return SPLIT_NPZ.format(dataset=dataset, seed=seed)
 
 
 def network_path(dataset, name, revision=None):
     """Activation file of a model (optionally at a revision) or response file of a brain."""
     if network_kind(config, name) == "brain":
-        return R("brains", dataset, f"{name}.npz")
+        return BRAIN_NPZ.format(dataset=dataset, brain=name)
     if revision:
-        return R("activations", dataset, name, f"{revision}.npz")
-    return R("activations", dataset, f"{name}.npz")
+        return REVISION_ACTIVATIONS_NPZ.format(dataset=dataset, model=name, revision=revision)
+    return ACTIVATIONS_NPZ.format(dataset=dataset, model=name)
 
 
 def nsd_root():
+    """The NSD folder: simulated here, mirrored from S3, or a local copy (nsd.root)."""
     source = config["nsd"]["source"]
     if source == "simulated":
-        return R("data", "nsd_sim")
+        return NSD_SIMULATED_DIR
     if source == "s3":
-        return R("data", "nsd")
+        return NSD_MIRROR_DIR
     return config["nsd"]["root"]
 
 
 def model_dir(model):
-    return R("models", model)
+    return MODEL_DIR.format(model=model)
 
 
-def pair_key(source, target):
-    return f"{source}~{target}"
+def nsd_subjects():
+    """The NSD subjects of the configured brains."""
+    return sorted({brain["subject"] for brain in config["brains"].values()})
+
+
+# --- experiments and their outputs
 
 
 def experiment_seeds(experiment):
@@ -98,25 +101,40 @@ def experiment_jobs(experiment):
     ]
 
 
+def outer_paths(layout, experiment, method, source, target, seed):
+    """OUTER_JSON or OUTER_NPZ of one outer-OT job."""
+    return layout.format(experiment=experiment, method=method, source=source, target=target, seed=seed)
+
+
 def outer_json(experiment, method, source, target, seed):
-    return R("mot", experiment, method, pair_key(source, target), f"seed{seed}.json")
+    return outer_paths(OUTER_JSON, experiment, method, source, target, seed)
+
+
+def outer_npz(experiment, method, source, target, seed):
+    return outer_paths(OUTER_NPZ, experiment, method, source, target, seed)
 
 
 def shard_paths(experiment, method, source, target, seed):
-    return [
-        R("inner", experiment, method, pair_key(source, target), f"seed{seed}", f"shard{k}.npz")
-        for k in range(n_shards(config, source, target))
-    ]
+    return expand(
+        INNER_SHARD_NPZ,
+        experiment=experiment,
+        method=method,
+        source=source,
+        target=target,
+        seed=seed,
+        shard=range(n_shards(config, source, target)),
+    )
 
 
 def experiment_scores(experiment):
-    return R("scores", f"{experiment}.csv")
+    return SCORES_CSV.format(experiment=experiment)
 
 
 def baseline_jsons(kind=None):
+    """The results of every configured baseline (of one `kind`, if given)."""
     return [
-        R("baselines", k, experiment, f"seed{seed}.json")
-        for k, experiments in config.get("baselines", {}).items()
+        BASELINE_JSON.format(kind=k, experiment=experiment, seed=seed)
+        for k, experiments in config["baselines"].items()
         if kind in (None, k)
         for experiment in experiments
         for seed in experiment_seeds(experiment)
@@ -124,22 +142,35 @@ def baseline_jsons(kind=None):
 
 
 def subsampling_jsons():
-    sub = config.get("subsampling")
-    if not sub:
+    if not SUBSAMPLING:
         return []
     return [
-        R("subsampling", method, f"frac{fraction}", f"seed{seed}.json")
-        for method in sub["methods"]
-        for fraction in sub["fractions"]
+        SUBSAMPLING_JSON.format(method=method, fraction=fraction, seed=seed)
+        for method in SUBSAMPLING["methods"]
+        for fraction in SUBSAMPLING["fractions"]
         for seed in config["seeds"]
     ]
 
 
-def three_level_json():
-    three = config.get("three_level")
-    if not three:
-        return []
-    return [R("three_level", f"{pair_key(three['source'], three['target'])}.json")]
+def three_level_blocks():
+    """Block numbers of the three-level checkpoint costs."""
+    if not THREE_LEVEL:
+        return range(0)
+    return range(-(-len(THREE_LEVEL["revisions"]) // THREE_LEVEL["block_size"]))
+
+
+def block_revisions(block):
+    size = THREE_LEVEL["block_size"]
+    return THREE_LEVEL["revisions"][int(block) * size : (int(block) + 1) * size]
+
+
+def three_level_paths(layout):
+    """THREE_LEVEL_JSON or THREE_LEVEL_NPZ of the configured three-level analysis."""
+    return layout.format(source=THREE_LEVEL["source"], target=THREE_LEVEL["target"])
+
+
+def three_level_block_paths(source, target):
+    return expand(THREE_LEVEL_BLOCK_NPZ, source=source, target=target, block=three_level_blocks())
 
 
 def intermediate_targets():
@@ -147,37 +178,41 @@ def intermediate_targets():
     one of them rebuilds it, and then (being newer) everything that depends on it."""
     targets = []
     for experiment, spec in config["experiments"].items():
-        for method, source, target, seed in experiment_jobs(experiment):
-            json_path = outer_json(experiment, method, source, target, seed)
-            targets += [json_path, json_path[: -len(".json")] + ".npz"]
-            targets += shard_paths(experiment, method, source, target, seed)
+        for job in experiment_jobs(experiment):
+            targets += [outer_json(experiment, *job), outer_npz(experiment, *job)]
+            targets += shard_paths(experiment, *job)
         targets += [network_path(spec["dataset"], n) for pair in spec["pairs"] for n in pair]
         targets += [split_path(spec["dataset"], seed) for seed in experiment_seeds(experiment)]
     targets += subsampling_jsons()
-    three = config.get("three_level")
-    if three:
-        key = pair_key(three["source"], three["target"])
-        targets += [R("three_level", key, f"block{b}.npz") for b in three_level_blocks()]
-        targets += [network_path(three["dataset"], three[side], revision)
-                    for side in ("source", "target") for revision in three["revisions"]]
+    if THREE_LEVEL:
+        targets += three_level_block_paths(THREE_LEVEL["source"], THREE_LEVEL["target"])
+        targets += [
+            network_path(THREE_LEVEL["dataset"], THREE_LEVEL[side], revision)
+            for side in ("source", "target")
+            for revision in THREE_LEVEL["revisions"]
+        ]
     return list(dict.fromkeys(targets))
 
 
 def nsd_datasets():
     """NSD data sets on which some experiment pairs brains (their voxel counts are reported)."""
-    return sorted({
-        spec["dataset"] for spec in config["experiments"].values()
-        if any(network_kind(config, n) == "brain" for pair in spec["pairs"] for n in pair)
-    })
+    return sorted(
+        {
+            spec["dataset"]
+            for spec in config["experiments"].values()
+            if any(network_kind(config, n) == "brain" for pair in spec["pairs"] for n in pair)
+        }
+    )
 
 
 def all_targets():
     targets = [experiment_scores(e) for e in config["experiments"]]
-    targets += [R("data", f"{d}_voxel_counts.csv") for d in nsd_datasets()]
+    targets += expand(VOXEL_COUNTS_CSV, dataset=nsd_datasets())
     targets += baseline_jsons()
-    if config.get("subsampling"):
-        targets.append(R("scores", "subsampling.csv"))
-    targets += three_level_json()
+    if SUBSAMPLING:
+        targets.append(SUBSAMPLING_CSV)
+    if THREE_LEVEL:
+        targets.append(three_level_paths(THREE_LEVEL_JSON))
     return targets + intermediate_targets()
 
 
@@ -211,9 +246,6 @@ def model_location(model_name):
     return model_dir(model_name) if model["source"] == "tiny" else model["id"]
 
 
-EXTRACTION_RESOURCES = dict(mem_mb=32000, runtime=120, gpu=EXTRACTION["gpus"])
-
-
 # --- used by alignment.smk
 
 
@@ -245,32 +277,14 @@ def baseline_inputs(wildcards):
 def baseline_pairs(wildcards):
     experiment = config["experiments"][wildcards.experiment]
     return [
-        {"source": s, "target": t, "x_path": network_path(experiment["dataset"], s),
-         "y_path": network_path(experiment["dataset"], t)}
+        {
+            "source": s,
+            "target": t,
+            "x_path": network_path(experiment["dataset"], s),
+            "y_path": network_path(experiment["dataset"], t),
+        }
         for s, t in experiment["pairs"]
     ]
-
-
-# --- used by three_level.smk
-
-
-THREE = config.get("three_level") or {}
-
-
-def three_level_blocks():
-    n = len(THREE.get("revisions", []))
-    return range(-(-n // THREE["block_size"])) if THREE else range(0)
-
-
-def block_revisions(block):
-    size = THREE["block_size"]
-    return THREE["revisions"][int(block) * size:(int(block) + 1) * size]
-
-
-# --- used by subsampling.smk
-
-
-SUBSAMPLING = config.get("subsampling") or {}
 
 
 # --- used by report.smk
@@ -279,22 +293,29 @@ from motalign.workflow.reporting import TABLES, figure_specs, table_experiments,
 
 TABLE_IDS = table_ids(config)
 FIGURES = figure_specs(config)
-COMPARE_WITH_PAPER = config.get("report", {}).get("compare_with_paper", False)
+COMPARE_WITH_PAPER = config["report"]["compare_with_paper"]
 
 
 def table_outputs(table_id):
-    outputs = [R("tables", f"{table_id}.{ext}") for ext in ("csv", "md", "tex")]
-    if COMPARE_WITH_PAPER:
-        outputs.append(R("tables", f"{table_id}_vs_paper.md"))
-    return outputs
+    layouts = [TABLE_CSV, TABLE_MD, TABLE_TEX] + ([TABLE_VS_PAPER_MD] if COMPARE_WITH_PAPER else [])
+    return [layout.format(table_id=table_id) for layout in layouts]
+
+
+def table_scores(wildcards):
+    """{experiment: score file} of the experiments a table summarises."""
+    return {e: experiment_scores(e) for e in table_experiments(wildcards.table_id, config)}
 
 
 def table_inputs(wildcards):
+    spec = TABLES[wildcards.table_id]
     experiments = table_experiments(wildcards.table_id, config)
     inputs = {"scores": [experiment_scores(e) for e in experiments]}
-    kind = TABLES[wildcards.table_id].kind
-    if kind in ("global", "linear_predictivity"):
-        inputs["baselines"] = [R("baselines", kind, e, f"seed{s}.json") for e in experiments for s in experiment_seeds(e)]
+    if spec.baseline:
+        inputs["baselines"] = [
+            BASELINE_JSON.format(kind=spec.baseline, experiment=e, seed=s)
+            for e in experiments
+            for s in experiment_seeds(e)
+        ]
     return inputs
 
 
@@ -303,19 +324,20 @@ def figure_input_map(wildcards):
     else {"files": [...]}."""
     spec = FIGURES[wildcards.figure_id]
     if spec.kind == "pairs":
-        out = {}
-        for source, target in spec.pairs:
-            for _, method, _ in spec.variants:
-                jsons = [outer_json(spec.experiment, method, source, target, s)
-                         for s in experiment_seeds(spec.experiment)]
-                out[source, target, method] = (jsons, [j[: -len(".json")] + ".npz" for j in jsons])
-        return out
-    if spec.kind in ("linear_predictivity", "rsa"):
-        return {"files": baseline_jsons(spec.kind)}
+        seeds = experiment_seeds(spec.experiment)
+        return {
+            (source, target, method): (
+                [outer_json(spec.experiment, method, source, target, s) for s in seeds],
+                [outer_npz(spec.experiment, method, source, target, s) for s in seeds],
+            )
+            for source, target in spec.pairs
+            for method in spec.methods
+        }
+    if spec.baseline:
+        return {"files": baseline_jsons(spec.baseline)}
     if spec.kind == "subsampling":
-        return {"files": [R("scores", "subsampling.csv")]}
-    key = pair_key(THREE["source"], THREE["target"])
-    return {"files": [R("three_level", f"{key}.npz"), R("three_level", f"{key}.json")]}
+        return {"files": [SUBSAMPLING_CSV]}
+    return {"files": [three_level_paths(THREE_LEVEL_NPZ), three_level_paths(THREE_LEVEL_JSON)]}
 
 
 def figure_inputs(wildcards):
@@ -327,5 +349,6 @@ def figure_inputs(wildcards):
 
 def report_targets():
     targets = [t for table_id in TABLE_IDS for t in table_outputs(table_id)]
-    targets += [R("figures", f"{f}.{ext}") for f in FIGURES for ext in ("pdf", "png")]
+    for figure_id in FIGURES:
+        targets += [FIGURE_PDF.format(figure_id=figure_id), FIGURE_PNG.format(figure_id=figure_id)]
     return targets

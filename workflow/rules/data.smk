@@ -5,15 +5,15 @@ rule prepare_stimuli:
     input:
         stimuli_inputs,
     output:
-        R("stimuli", "{dataset}.npz"),
+        STIMULI_NPZ,
     params:
         dataset=lambda wc: config["datasets"][wc.dataset],
         nsd_root=lambda wc: nsd_root() if "nsd" in config else None,
-        cache_dir=R("downloads"),
+        cache_dir=DOWNLOADS_DIR,
     log:
-        R("logs", "prepare_stimuli", "{dataset}.log"),
+        job_log("prepare_stimuli", DATASET_KEY),
     benchmark:
-        R("benchmarks", "prepare_stimuli", "{dataset}.tsv")
+        job_benchmark("prepare_stimuli", DATASET_KEY)
     threads: 1
     resources:
         mem_mb=4000,
@@ -26,14 +26,14 @@ rule prepare_stimuli:
 
 rule simulate_nsd:
     output:
-        directory(R("data", "nsd_sim")),
+        directory(NSD_SIMULATED_DIR),
     params:
-        subjects=sorted({b["subject"] for b in config.get("brains", {}).values()}),
-        simulation=config.get("nsd", {}).get("simulation", {}),
+        subjects=nsd_subjects(),
+        simulation=lambda wc: config["nsd"]["simulation"],
     log:
-        R("logs", "simulate_nsd.log"),
+        job_log("simulate_nsd"),
     benchmark:
-        R("benchmarks", "simulate_nsd.tsv")
+        job_benchmark("simulate_nsd")
     threads: 1
     resources:
         mem_mb=2000,
@@ -46,18 +46,18 @@ rule simulate_nsd:
 
 rule brain_responses:
     input:
-        nsd=nsd_root(),
-        stimuli=R("stimuli", "{dataset}.npz"),
+        nsd=lambda wc: nsd_root(),
+        stimuli=STIMULI_NPZ,
     output:
-        R("brains", "{dataset}", "{brain}.npz"),
+        BRAIN_NPZ,
     params:
         subject=lambda wc: config["brains"][wc.brain]["subject"],
-        regions=config.get("nsd", {}).get("regions", []),
-        sessions=config.get("nsd", {}).get("sessions"),
+        regions=lambda wc: config["nsd"]["regions"],
+        sessions=lambda wc: config["nsd"].get("sessions"),
     log:
-        R("logs", "brain_responses", "{dataset}", "{brain}.log"),
+        job_log("brain_responses", BRAIN_KEY),
     benchmark:
-        R("benchmarks", "brain_responses", "{dataset}", "{brain}.tsv")
+        job_benchmark("brain_responses", BRAIN_KEY)
     threads: 1
     resources:
         mem_mb=16000,
@@ -70,14 +70,14 @@ rule brain_responses:
 
 rule download_nsd:
     output:
-        directory(R("data", "nsd")),
+        directory(NSD_MIRROR_DIR),
     params:
-        subjects=sorted({b["subject"] for b in config.get("brains", {}).values()}),
-        sessions=config.get("nsd", {}).get("sessions"),
+        subjects=nsd_subjects(),
+        sessions=lambda wc: config["nsd"].get("sessions"),
     log:
-        R("logs", "download_nsd.log"),
+        job_log("download_nsd"),
     benchmark:
-        R("benchmarks", "download_nsd.tsv")
+        job_benchmark("download_nsd")
     threads: 4
     resources:
         mem_mb=8000,
@@ -90,11 +90,11 @@ rule download_nsd:
 
 rule nsd_voxel_counts:
     input:
-        unpack(lambda wc: {b: network_path(wc.dataset, b) for b in config.get("brains", {})}),
+        unpack(lambda wc: {brain: network_path(wc.dataset, brain) for brain in config["brains"]}),
     output:
-        R("data", "{dataset}_voxel_counts.csv"),
+        VOXEL_COUNTS_CSV,
     log:
-        R("logs", "nsd_voxel_counts", "{dataset}.log"),
+        job_log("nsd_voxel_counts", DATASET_KEY),
     localrule: True
     conda:
         "../../envs/data.yaml"

@@ -5,17 +5,17 @@ rule extract_activations:
     input:
         unpack(model_inputs),
     output:
-        R("activations", "{dataset}", "{model}.npz"),
+        ACTIVATIONS_NPZ,
     params:
         model=lambda wc: config["models"][wc.model],
         location=lambda wc: model_location(wc.model),
         revision=lambda wc: config["models"][wc.model].get("revision"),
-        include_embeddings=config.get("include_embeddings", False),
-        extraction={k: EXTRACTION[k] for k in ("batch_size", "device")},
+        include_embeddings=config["include_embeddings"],
+        extraction=EXTRACTION_SETTINGS,
     log:
-        R("logs", "extract_activations", "{dataset}", "{model}.log"),
+        job_log("extract_activations", ACTIVATIONS_KEY),
     benchmark:
-        R("benchmarks", "extract_activations", "{dataset}", "{model}.tsv")
+        job_benchmark("extract_activations", ACTIVATIONS_KEY)
     threads: EXTRACTION["threads"]
     resources:
         **EXTRACTION_RESOURCES,
@@ -27,14 +27,14 @@ rule extract_activations:
 
 use rule extract_activations as extract_revision with:
     output:
-        R("activations", "{dataset}", "{model}", "{revision}.npz"),
+        REVISION_ACTIVATIONS_NPZ,
     params:
         model=lambda wc: config["models"][wc.model],
         location=lambda wc: model_location(wc.model),
         revision=lambda wc: wc.revision,
-        include_embeddings=config.get("include_embeddings", False),
-        extraction={k: EXTRACTION[k] for k in ("batch_size", "device")},
+        include_embeddings=config["include_embeddings"],
+        extraction=EXTRACTION_SETTINGS,
     log:
-        R("logs", "extract_activations", "{dataset}", "{model}", "{revision}.log"),
+        job_log("extract_activations", REVISION_ACTIVATIONS_KEY),
     benchmark:
-        R("benchmarks", "extract_activations", "{dataset}", "{model}", "{revision}.tsv")
+        job_benchmark("extract_activations", REVISION_ACTIVATIONS_KEY)

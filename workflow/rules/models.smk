@@ -5,13 +5,13 @@ rule train_tiny_model:
     input:
         stimuli=lambda wc: stimuli_path(config["models"][wc.model]["train"]["dataset"]),
     output:
-        directory(R("models", "{model}")),
+        directory(MODEL_DIR),
     params:
         model=lambda wc: config["models"][wc.model],
     log:
-        R("logs", "train_tiny_model", "{model}.log"),
+        job_log("train_tiny_model", MODEL_KEY),
     benchmark:
-        R("benchmarks", "train_tiny_model", "{model}.tsv")
+        job_benchmark("train_tiny_model", MODEL_KEY)
     threads: 1
     resources:
         mem_mb=4000,

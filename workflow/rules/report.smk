@@ -1,19 +1,19 @@
-# The paper's tables and figures, each with a named target rule (`snakemake table1`).
+# The paper's tables and figures (catalogue: motalign/workflow/catalogue.yaml), each with a
+# named target rule (`snakemake table1`).
 
 
 rule table:
     input:
         unpack(table_inputs),
     output:
-        csv=report(R("tables", "{table_id}.csv"), caption="../report/table.rst", category="Tables",
-                   labels={"table": "{table_id}"}),
-        md=R("tables", "{table_id}.md"),
-        tex=R("tables", "{table_id}.tex"),
+        csv=report(TABLE_CSV, caption="../report/table.rst", category="Tables", labels={"table": "{table_id}"}),
+        md=TABLE_MD,
+        tex=TABLE_TEX,
     params:
         caption=lambda wc: TABLES[wc.table_id].caption,
-        scores=lambda wc: {e: experiment_scores(e) for e in table_experiments(wc.table_id, config)},
+        scores=table_scores,
     log:
-        R("logs", "table", "{table_id}.log"),
+        job_log("table", TABLE_KEY),
     wildcard_constraints:
         table_id="|".join(TABLE_IDS) or "none",
     localrule: True
@@ -27,11 +27,11 @@ rule table_vs_paper:
     input:
         unpack(table_inputs),
     output:
-        R("tables", "{table_id}_vs_paper.md"),
+        TABLE_VS_PAPER_MD,
     params:
-        scores=lambda wc: {e: experiment_scores(e) for e in table_experiments(wc.table_id, config)},
+        scores=table_scores,
     log:
-        R("logs", "table_vs_paper", "{table_id}.log"),
+        job_log("table_vs_paper", TABLE_KEY),
     wildcard_constraints:
         table_id="|".join(TABLE_IDS) or "none",
     localrule: True
@@ -45,16 +45,15 @@ rule figure:
     input:
         unpack(figure_inputs),
     output:
-        pdf=R("figures", "{figure_id}.pdf"),
-        png=report(R("figures", "{figure_id}.png"), caption="../report/figure.rst", category="Figures",
-                   labels={"figure": "{figure_id}"}),
+        pdf=FIGURE_PDF,
+        png=report(FIGURE_PNG, caption="../report/figure.rst", category="Figures", labels={"figure": "{figure_id}"}),
     params:
         caption=lambda wc: FIGURES[wc.figure_id].caption,
         inputs=figure_input_map,
     log:
-        R("logs", "figure", "{figure_id}.log"),
+        job_log("figure", FIGURE_KEY),
     benchmark:
-        R("benchmarks", "figure", "{figure_id}.tsv")
+        job_benchmark("figure", FIGURE_KEY)
     wildcard_constraints:
         figure_id="|".join(FIGURES) or "none",
     threads: 1
@@ -83,6 +82,5 @@ for _figure_id in FIGURES:
         name:
             _figure_id
         input:
-            R("figures", f"{_figure_id}.pdf"),
-            R("figures", f"{_figure_id}.png"),
+            expand([FIGURE_PDF, FIGURE_PNG], figure_id=_figure_id),
         localrule: True

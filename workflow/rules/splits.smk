@@ -3,13 +3,13 @@
 
 rule make_split:
     input:
-        R("stimuli", "{dataset}.npz"),
+        STIMULI_NPZ,
     output:
-        R("splits", "{dataset}", "seed{seed}.npz"),
+        SPLIT_NPZ,
     params:
         fit_fraction=config["fit_fraction"],
     log:
-        R("logs", "make_split", "{dataset}", "seed{seed}.log"),
+        job_log("make_split", SPLIT_KEY),
     threads: 1
     resources:
         mem_mb=1000,

@@ -1,21 +1,21 @@
 # Appendix J.1: units of the target model subsampled, MOT / MOT+R refitted per fraction x seed.
 
+
 rule subsample:
     input:
         x=lambda wc: network_path(SUBSAMPLING["dataset"], SUBSAMPLING["source"]),
         y=lambda wc: network_path(SUBSAMPLING["dataset"], SUBSAMPLING["target"]),
         split=lambda wc: split_path(SUBSAMPLING["dataset"], wc.seed),
     output:
-        R("subsampling", "{method}", "frac{fraction}", "seed{seed}.json"),
+        SUBSAMPLING_JSON,
     params:
         rotation=lambda wc: METHODS[wc.method],
-        meta=lambda wc: {"method": wc.method, "source": SUBSAMPLING["source"],
-                         "target": SUBSAMPLING["target"]},
-        mot=MOT_PARAMS,
+        meta=lambda wc: {"method": wc.method, "source": SUBSAMPLING["source"], "target": SUBSAMPLING["target"]},
+        mot=MOT_SETTINGS,
     log:
-        R("logs", "subsample", "{method}", "frac{fraction}", "seed{seed}.log"),
+        job_log("subsample", SUBSAMPLING_KEY),
     benchmark:
-        R("benchmarks", "subsample", "{method}", "frac{fraction}", "seed{seed}.tsv")
+        job_benchmark("subsample", SUBSAMPLING_KEY)
     threads: MOT_THREADS
     resources:
         mem_mb=16000,
@@ -31,9 +31,9 @@ rule collect_subsampling:
     input:
         subsampling_jsons(),
     output:
-        R("scores", "subsampling.csv"),
+        SUBSAMPLING_CSV,
     log:
-        R("logs", "collect_subsampling.log"),
+        job_log("collect_subsampling"),
     localrule: True
     conda:
         "../../envs/ot.yaml"

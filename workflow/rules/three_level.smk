@@ -1,18 +1,19 @@
 # Section 3.4: three-level MOT over training checkpoints; checkpoint costs computed in
 # blocks of source checkpoints, then the checkpoint coupling.
 
+
 rule three_level_block:
     input:
-        x=lambda wc: [network_path(THREE["dataset"], wc.source, r) for r in block_revisions(wc.block)],
-        y=lambda wc: [network_path(THREE["dataset"], wc.target, r) for r in THREE["revisions"]],
+        x=lambda wc: [network_path(THREE_LEVEL["dataset"], wc.source, r) for r in block_revisions(wc.block)],
+        y=lambda wc: [network_path(THREE_LEVEL["dataset"], wc.target, r) for r in THREE_LEVEL["revisions"]],
     output:
-        R("three_level", "{source}~{target}", "block{block}.npz"),
+        THREE_LEVEL_BLOCK_NPZ,
     log:
-        R("logs", "three_level_block", "{source}~{target}", "block{block}.log"),
+        job_log("three_level_block", THREE_LEVEL_BLOCK_KEY),
     benchmark:
-        R("benchmarks", "three_level_block", "{source}~{target}", "block{block}.tsv")
+        job_benchmark("three_level_block", THREE_LEVEL_BLOCK_KEY)
     params:
-        mot=MOT_PARAMS,
+        mot=MOT_SETTINGS,
     threads: MOT_THREADS
     resources:
         mem_mb=16000,
@@ -26,15 +27,15 @@ rule three_level_block:
 
 rule three_level:
     input:
-        lambda wc: [R("three_level", f"{wc.source}~{wc.target}", f"block{b}.npz") for b in three_level_blocks()],
+        lambda wc: three_level_block_paths(wc.source, wc.target),
     output:
-        json=R("three_level", "{source}~{target}.json"),
-        npz=R("three_level", "{source}~{target}.npz"),
+        json=THREE_LEVEL_JSON,
+        npz=THREE_LEVEL_NPZ,
     params:
-        revisions=THREE.get("revisions", []),
+        revisions=lambda wc: THREE_LEVEL["revisions"],
         meta=lambda wc: {"source": wc.source, "target": wc.target},
     log:
-        R("logs", "three_level", "{source}~{target}.log"),
+        job_log("three_level", THREE_LEVEL_KEY),
     threads: 1
     resources:
         mem_mb=2000,

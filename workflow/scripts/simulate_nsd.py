@@ -2,9 +2,7 @@ from motalign.workflow.data_jobs import simulate_nsd
 from motalign.workflow.logs import log_to
 
 with log_to(snakemake.log[0]):
-    sim = snakemake.params.simulation
+    sim = snakemake.params.simulation  # nsd.simulation, its defaults filled in by the schema
     print(simulate_nsd(snakemake.output[0], subjects=snakemake.params.subjects,
-                       n_images=sim.get("n_images", 160), n_shared=sim.get("n_shared", 100),
-                       n_specific=sim.get("n_specific", 4),
-                       n_sessions=sim.get("n_sessions", 3),
-                       volume_shape=sim.get("volume_shape", (10, 10, 10)), seed=sim.get("seed", 0)))
+                       n_images=sim["n_images"], n_shared=sim["n_shared"], n_specific=sim["n_specific"],
+                       n_sessions=sim["n_sessions"], volume_shape=sim["volume_shape"], seed=sim["seed"]))

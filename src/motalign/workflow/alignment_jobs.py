@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._validation import check_layers
 from ..couplings import COUPLINGS
 from ..io.atomic import atomic_path, save_npz, write_json
 from ..io.stimuli import read_split
@@ -60,7 +61,7 @@ def outer_alignment(x_path, y_path, split_path, shard_paths, out_npz, out_json, 
     """Outer OT on the shards' costs, the four couplings and their held-out scores.
     ``mot``: the engine settings (:data:`motalign.inner.SETTINGS`), used where MOT+R
     rotations are recomputed."""
-    from ..mot import MOT
+    from ..mot import MOT  # deferred: POT and scikit-learn
 
     fit, held = read_split(split_path)
     x_fit, x_names, _ = load_network(x_path, fit)
@@ -100,7 +101,7 @@ def baseline(kind: str, pairs: list, split_path, out_json, *, seed: int, meta: d
     "linear_predictivity" (pairwise LP, App. H) or "rsa" (pairwise RSA, App. I).
     ``pairs``: list of dicts with ``source``, ``target``, ``x_path``, ``y_path``.
     """
-    from .. import baselines
+    from .. import baselines  # deferred: POT and scikit-learn
 
     fit, held = read_split(split_path)
     rows = []
@@ -137,7 +138,7 @@ def subsample_alignment(x_path, y_path, split_path, out_json, *, fraction: float
                         rotation: bool, meta: dict | None = None, mot: dict | None = None) -> dict:
     """Appendix J.1: keep a seeded random ``fraction`` of every target layer's units,
     refit MOT (or MOT+R) and score MOT and Pairwise Best on the held-out split."""
-    from ..mot import MOT
+    from ..mot import MOT  # deferred: POT and scikit-learn
 
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
@@ -162,8 +163,7 @@ def three_level_block(x_paths: list, y_paths: list, out, *, rotation: bool = Fal
                       mot: dict | None = None) -> dict:
     """Checkpoint costs (two-level MOT objectives, Sec. 3.4) of a block of source
     checkpoints against every target checkpoint, on all stimuli."""
-    from .._validation import check_layers
-    from ..three_level import checkpoint_costs
+    from ..three_level import checkpoint_costs  # deferred: POT and scikit-learn
 
     def network(path, label):
         arrays, names, _ = load_network(path)
@@ -180,7 +180,7 @@ def three_level_block(x_paths: list, y_paths: list, out, *, rotation: bool = Fal
 def three_level_finish(block_paths: list, out_npz, out_json, *, source_revisions, target_revisions,
                        meta: dict | None = None) -> dict:
     """Stack the blocks' cost rows; checkpoint coupling R and the pairwise-best map."""
-    from ..three_level import ThreeLevelMOT
+    from ..three_level import ThreeLevelMOT  # deferred: POT and scikit-learn
 
     rows = []
     for path in block_paths:

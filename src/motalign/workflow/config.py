@@ -1,9 +1,11 @@
-"""Cross-reference checks of a workflow configuration, run before any job.
+"""Cross-reference checks of a workflow configuration, run before any job, and the
+look-ups the rules share.
 
-The JSON schema (``config/schema/config.schema.yaml``) checks types and required keys;
-this module checks what a schema cannot: that every experiment names defined data sets
-and networks, that brains are only paired on their NSD data set, that modalities match,
-and that three-level revisions exist.  Every error names the offending config key.
+The JSON schema (``workflow/schemas/config.schema.yaml``) checks types and required keys
+and fills in every default; this module checks what a schema cannot: that every
+experiment names defined data sets and networks, that brains are only paired on their NSD
+data set, that modalities match, and that three-level revisions exist.  Every error names
+the offending config key.
 """
 
 from __future__ import annotations
@@ -11,6 +13,11 @@ from __future__ import annotations
 import math
 
 METHODS = {"mot": False, "mot_r": True}  # method name -> rotation
+
+#: the keys of the config's ``mot`` section that are engine settings
+#: (:data:`motalign.inner.SETTINGS` but ``n_jobs``, which is each job's ``threads``); the
+#: other keys (``threads``, ``gpus``) are the jobs' resources
+MOT_ENGINE_KEYS = ("max_iter", "tol", "solver", "device", "epsilon")
 
 
 class ConfigError(ValueError):
@@ -26,6 +33,12 @@ def network_kind(config: dict, name: str) -> str:
     raise ConfigError(f"network {name!r} is defined neither under 'models' nor under 'brains'")
 
 
+def mot_settings(config: dict) -> dict:
+    """The engine settings that every MOT job of the workflow gets (``params: mot=``), from
+    the validated ``mot`` section; a job passes them on with its threads as ``n_jobs``."""
+    return {key: config["mot"][key] for key in MOT_ENGINE_KEYS}
+
+
 def n_layers(config: dict, name: str) -> int:
     """Number of layers a network's activation file holds (declared, so that the DAG can be
     planned without data): transformer blocks (+1 with ``include_embeddings``), or the
@@ -37,7 +50,7 @@ def n_layers(config: dict, name: str) -> int:
         blocks = model["architecture"]["num_hidden_layers"]
     else:
         blocks = model["blocks"]
-    return int(blocks) + int(bool(config.get("include_embeddings", False)))
+    return int(blocks) + int(bool(config["include_embeddings"]))
 
 
 def n_shards(config: dict, source: str, target: str) -> int:

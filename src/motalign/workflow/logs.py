@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+@contextmanager
 def log_to(path):
     """Send a job's stdout, stderr and ``logging`` output to its log file; on failure the
     traceback goes there too (and the exception propagates, so the job fails)."""

@@ -7,27 +7,28 @@ from ..io.store import write_activations
 
 
 def train_tiny_model(model: dict, stimuli_path, out_dir) -> dict:
-    """Train a tiny instance of a paper architecture (``models.<name>`` with source tiny)."""
-    from ..models import tiny as tiny_models
+    """Train a tiny instance of a paper architecture (``models.<name>`` with source tiny, its
+    defaults filled in by the workflow's schema)."""
+    from ..models import tiny as tiny_models  # deferred: torch and transformers
 
     stimuli = read_stimuli(stimuli_path)
     train = model["train"]
     if model["modality"] == "text":
         return tiny_models.train_text_model(
             model["family"], model["architecture"], stimulus_payload(stimuli), out_dir,
-            steps=train.get("steps", 60), seed=train.get("seed", 0),
+            steps=train["steps"], seed=train["seed"],
             checkpoint_steps=train.get("checkpoint_steps"),
         )
     return tiny_models.train_vision_model(
         model["family"], model["architecture"], stimuli["images"], stimuli.get("labels"), out_dir,
-        image_size=int(stimuli["images"].shape[1]), steps=train.get("steps", 60),
-        seed=train.get("seed", 0),
+        image_size=int(stimuli["images"].shape[1]), steps=train["steps"], seed=train["seed"],
     )
 
-def extract_activations(model: dict, model_path, stimuli_path, out, *, revision=None,
-                        include_embeddings=False, batch_size=32, device="auto", meta=None) -> dict:
-    """Layer activations of a model on a data set, as an activation store."""
-    from ..models import extract
+def extract_activations(model: dict, model_path, stimuli_path, out, *, revision, include_embeddings: bool,
+                        batch_size: int, device: str, meta=None) -> dict:
+    """Layer activations of a model on a data set, as an activation store.  The settings
+    come from the workflow's config (``include_embeddings``, ``extraction``)."""
+    from ..models import extract  # deferred: torch and transformers
 
     stimuli = read_stimuli(stimuli_path)
     device = None if device == "auto" else device

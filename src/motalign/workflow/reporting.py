@@ -1,4 +1,9 @@
-"""The paper's tables and figures (SPEC §4), built from the workflow's results.
+"""The paper's tables and figures (Sec. 3 and Appendices B-J), built from the workflow's
+results.
+
+Which tables and figures there are, what each shows and its caption are data: the
+catalogue ``motalign/workflow/catalogue.yaml``, keyed by the experiment (or appendix
+baseline, or analysis) whose results they show; this module is generic code over it.
 
 Tables: ``<id>.csv`` (mean, std and number of seeds per cell), ``<id>.md`` and ``<id>.tex``
 (``mean ± std``), and ``<id>_vs_paper.md`` (the paper's value, ours, the difference).  The
@@ -15,11 +20,13 @@ from __future__ import annotations
 
 import csv
 import json
+import textwrap
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from ..io.atomic import atomic_path
 
@@ -40,47 +47,99 @@ HIERARCHY_COLUMNS = {
     "MOT+R": ("mot_r", "mot"),
     "Pairwise Best+R": ("mot_r", "pairwise_best"),
 }
-FOUR = ["MOT", "Perm-P", "Single-Best OT", "Pairwise Best OT"]
-ROTATED = ["MOT+R", "Single-Best+R", "Pairwise Best+R"]
-MIXED = ["MOT", "Pairwise Best OT", "MOT+R", "Pairwise Best+R"]
+#: figure panel title -> (method, coupling) of the outer-OT results it shows
+PANELS = {
+    "MOT": ("mot", "mot"),
+    "Pairwise OT": ("mot", "pairwise_best"),
+    "MOT+R": ("mot_r", "mot"),
+}
+#: the appendix baselines: the config's ``baselines:`` keys (App. F, H, I)
+BASELINE_KINDS = ("global", "linear_predictivity", "rsa")
+#: the field of a baseline table's columns that is the pair's MOT score (not a baseline's)
+MOT_FIELD = "mot"
 
 
 @dataclass(frozen=True)
 class TableSpec:
-    kind: str  # scores | hierarchy | global | linear_predictivity
-    experiments: tuple
+    kind: str  # scores | hierarchy | a baseline kind (global | linear_predictivity)
+    experiments: tuple  # scores and hierarchy tables: the experiments it summarises
     columns: tuple
     caption: str
     average_sources: bool = False
+    fields: tuple = ()  # baseline tables: the baseline result's field of each column
+
+    @property
+    def baseline(self) -> str | None:
+        """The baseline kind whose configured experiments the table summarises, if any."""
+        return self.kind if self.kind in BASELINE_KINDS else None
 
 
-TABLES = {
-    "table1": TableSpec("scores", ("llm",), tuple(FOUR),
-                        "LLM alignment: held-out reconstruction correlation of MOT and baselines (Table 1)."),
-    "table2": TableSpec("scores", ("nsd",), tuple(FOUR),
-                        "Visual cortex alignment across subjects (Table 2)."),
-    "tableC1": TableSpec("scores", ("nsd",), tuple(FOUR),
-                         "Visual cortex alignment, mean ± std over seeds (Table C.1)."),
-    "table3": TableSpec("scores", ("vit",), tuple(MIXED),
-                        "Vision model alignment, rotation-sensitive and rotation-augmented (Table 3)."),
-    "tableD1": TableSpec("scores", ("vit",), tuple(FOUR),
-                         "Vision models: MOT and its baselines (Table D.1)."),
-    "tableD2": TableSpec("scores", ("vit",), tuple(ROTATED),
-                         "Vision models: MOT+R and its baselines (Table D.2)."),
-    "tableE1": TableSpec("scores", ("nsd_vit",), tuple(MIXED),
-                         "Visual cortex vs vision models, averaged over subjects (Table E.1).",
-                         average_sources=True),
-    "tableE2": TableSpec("scores", ("nsd_vit",), tuple(FOUR),
-                         "Visual cortex vs vision models per subject: MOT and baselines (Table E.2)."),
-    "tableE3": TableSpec("scores", ("nsd_vit",), tuple(ROTATED),
-                         "Visual cortex vs vision models per subject: MOT+R and baselines (Table E.3)."),
-    "tableF1": TableSpec("global", (), ("Global OT", "Global Linear Predictivity", "MOT"),
-                         "Global OT and global linear predictivity (all layers flattened) vs MOT (Table F.1)."),
-    "tableG1": TableSpec("hierarchy", ("vit", "llm", "nsd"), tuple(HIERARCHY_COLUMNS),
-                         "Hierarchy score H(P) of MOT(+R) and pairwise plans (Table G.1)."),
-    "tableH1": TableSpec("linear_predictivity", (), ("Pairwise LP", "MOT"),
-                         "Pairwise linear predictivity vs MOT reconstruction scores (Table H.1)."),
-}
+@dataclass(frozen=True)
+class FigureSpec:
+    kind: str  # pairs | linear_predictivity | rsa | subsampling | three_level
+    caption: str
+    experiment: str = ""
+    pairs: tuple = ()
+    variants: tuple = ()  # (panel title, method, coupling) of each panel of a pair
+
+    @property
+    def baseline(self) -> str | None:
+        """The baseline kind whose results the figure shows, if any."""
+        return self.kind if self.kind in BASELINE_KINDS else None
+
+    @property
+    def methods(self) -> tuple:
+        """The methods whose outer-OT results a pairs figure shows, in panel order."""
+        return tuple(dict.fromkeys(method for _, method, _ in self.variants))
+
+
+def load_catalogue() -> dict:
+    """The catalogue of the paper's tables and figures (``catalogue.yaml``), checked."""
+    text = resources.files("motalign.workflow").joinpath("catalogue.yaml").read_text(encoding="utf-8")
+    catalogue = yaml.safe_load(text)
+    for section, entry in _catalogue_entries(catalogue):
+        for table_id, table in entry.get("tables", {}).items():
+            known = HIERARCHY_COLUMNS if section == "hierarchy" else SCORE_COLUMNS
+            if section in ("experiments", "hierarchy") and not set(table["columns"]) <= set(known):
+                raise ValueError(f"catalogue {table_id}: unknown columns "
+                                 f"{sorted(set(table['columns']) - set(known))}")
+        for figure_id, figure in entry.get("figures", {}).items():
+            unknown = set(figure.get("panels", ())) - set(PANELS)
+            if unknown:
+                raise ValueError(f"catalogue {figure_id}: unknown panels {sorted(unknown)}")
+    return catalogue
+
+
+def _catalogue_entries(catalogue):
+    """(section, entry) of every entry of the catalogue that lists tables or figures."""
+    for section in ("experiments", "baselines"):
+        for entry in catalogue.get(section, {}).values():
+            yield section, entry
+    for section in ("hierarchy", "subsampling", "three_level"):
+        if section in catalogue:
+            yield section, catalogue[section]
+
+
+def _table_specs(catalogue: dict) -> dict:
+    """{table id: TableSpec} in the catalogue's order."""
+    tables = {}
+    for experiment, entry in catalogue["experiments"].items():
+        for table_id, table in entry.get("tables", {}).items():
+            tables[table_id] = TableSpec("scores", (experiment,), tuple(table["columns"]), table["caption"],
+                                         average_sources=table.get("average_sources", False))
+    for kind, entry in catalogue["baselines"].items():
+        for table_id, table in entry.get("tables", {}).items():
+            tables[table_id] = TableSpec(kind, (), tuple(table["columns"]), table["caption"],
+                                         fields=tuple(table["columns"].values()))
+    for table_id, table in catalogue["hierarchy"]["tables"].items():
+        tables[table_id] = TableSpec("hierarchy", tuple(table["experiments"]), tuple(table["columns"]),
+                                     table["caption"])
+    return tables
+
+
+CATALOGUE = load_catalogue()
+#: every table of the paper: {table id: TableSpec}
+TABLES = _table_specs(CATALOGUE)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -92,8 +151,8 @@ def label(config: dict, name: str) -> str:
 def table_experiments(table_id: str, config: dict) -> list:
     """The experiments a table summarises (those of the config that exist)."""
     spec = TABLES[table_id]
-    if spec.kind in ("global", "linear_predictivity"):
-        return list(config.get("baselines", {}).get(spec.kind, []))
+    if spec.baseline:
+        return list(config.get("baselines", {}).get(spec.baseline, []))
     return [e for e in spec.experiments if e in config.get("experiments", {})]
 
 
@@ -117,22 +176,19 @@ def _per_seed_values(table_id: str, config: dict, scores: dict, baselines: list)
                     out.append((experiment, row["source"], row["target"], int(row["seed"]), column,
                                 float(row[field_name])))
         return out
-    mot_column = "MOT"
+    columns = dict(zip(spec.columns, spec.fields))
     for path in baselines:
         result = json.loads(Path(path).read_text())
         experiment, seed = result["experiment"], int(result["seed"])
         for pair in result["pairs"]:
             key = (experiment, pair["source"], pair["target"], seed)
-            if spec.kind == "global":
-                out.append((*key, "Global OT", pair["global_ot"]))
-                out.append((*key, "Global Linear Predictivity", pair["global_linear_predictivity"]))
-            else:
-                out.append((*key, "Pairwise LP", pair["score"]))
+            out += [(*key, column, pair[f]) for column, f in columns.items() if f != MOT_FIELD]
+    mot_columns = [column for column, f in columns.items() if f == MOT_FIELD]
     for experiment in {row[0] for row in out}:
         for row in _read_csv(scores[experiment]):
-            if (row["method"], row["coupling"]) == ("mot", "mot"):
-                out.append((experiment, row["source"], row["target"], int(row["seed"]), mot_column,
-                            float(row["score"])))
+            if (row["method"], row["coupling"]) == SCORE_COLUMNS["MOT"]:
+                out += [(experiment, row["source"], row["target"], int(row["seed"]), column, float(row["score"]))
+                        for column in mot_columns]
     return out
 
 
@@ -152,11 +208,11 @@ def build_table(table_id: str, config: dict, scores: dict, baselines: list = ())
     values = _per_seed_values(table_id, config, scores, list(baselines))
     if spec.average_sources:  # mean over sources (subjects) per target and seed, first
         grouped = {}
-        for experiment, source, target, seed, column, value in values:
+        for experiment, _source, target, seed, column, value in values:
             grouped.setdefault((experiment, target, seed, column), []).append(value)
         values = [(e, "*", t, s, c, float(np.mean(v))) for (e, t, s, c), v in grouped.items()]
     cells = {}
-    for experiment, source, target, seed, column, value in values:
+    for experiment, source, target, _seed, column, value in values:
         cells.setdefault((experiment, source, target), {}).setdefault(column, []).append(value)
     order = []
     for experiment in table_experiments(table_id, config):
@@ -296,11 +352,11 @@ def pair_panels(config, experiment, source, target, jsons_by_method: dict, npz_b
 
 def plot_panels(groups: list, out_pdf, out_png, title: str = "") -> None:
     """One row of heatmaps per group (a group = the panels of one pair)."""
-    import matplotlib
+    import matplotlib  # deferred: matplotlib and seaborn are slow to import
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
+    import matplotlib.pyplot as plt  # deferred: see above
+    import seaborn as sns  # deferred: see above
 
     n_rows = len(groups)
     n_cols = max(len(g) for g in groups)
@@ -321,8 +377,6 @@ def plot_panels(groups: list, out_pdf, out_png, title: str = "") -> None:
             ax.set_ylabel(panel.row_title, fontsize=8)
             ax.tick_params(labelsize=6)
     if title:
-        import textwrap
-
         fig.suptitle(textwrap.fill(title, 45 * n_cols), fontsize=10)
     fig.tight_layout()
     _save(fig, out_pdf, out_png)
@@ -347,10 +401,10 @@ def _save(fig, out_pdf, out_png):
 def plot_subsampling(csv_path, out_pdf, out_png, title: str = "") -> None:
     """Appendix J.1: reconstruction score vs fraction of target units kept, mean and a band
     of ± one std over seeds, for MOT, MOT+R and their pairwise baselines."""
-    import matplotlib
+    import matplotlib  # deferred: matplotlib and seaborn are slow to import
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: see above
 
     names = {("mot", "mot"): "MOT", ("mot", "pairwise_best"): "Pairwise Best",
              ("mot_r", "mot"): "MOT+R", ("mot_r", "pairwise_best"): "Pairwise Best+R"}
@@ -370,8 +424,6 @@ def plot_subsampling(csv_path, out_pdf, out_png, title: str = "") -> None:
     ax.set_ylabel("held-out reconstruction score")
     ax.legend(fontsize=8)
     if title:
-        import textwrap
-
         ax.set_title(textwrap.fill(title, 60), fontsize=8)
     fig.tight_layout()
     _save(fig, out_pdf, out_png)
@@ -390,14 +442,14 @@ def three_level_panels(npz_path, json_path, config) -> list:
 
 def baseline_panels(json_paths: list, config, key: str = "best_match_map") -> list:
     """One panel per pair: the best-match map averaged over seeds."""
-    maps, meta = {}, {}
+    maps = {}
     for path in json_paths:
         result = json.loads(Path(path).read_text())
         for pair in result["pairs"]:
             k = (result["experiment"], pair["source"], pair["target"])
             maps.setdefault(k, []).append(np.asarray(pair[key]))
     groups = []
-    for (experiment, source, target), stack in maps.items():
+    for (_experiment, source, target), stack in maps.items():
         matrix = np.mean(stack, axis=0)
         groups.append([Panel(f"{label(config, source)} ↔ {label(config, target)}", matrix,
                              [str(i) for i in range(matrix.shape[0])],
@@ -406,72 +458,41 @@ def baseline_panels(json_paths: list, config, key: str = "best_match_map") -> li
     return groups
 
 
-# --------------------------------------------------------------------------- figure catalog
-MOT_VS_PAIRWISE = (("MOT", "mot", "mot"), ("Pairwise OT", "mot", "pairwise_best"))
-MOT_VS_ROTATION = (("MOT", "mot", "mot"), ("MOT+R", "mot_r", "mot"))
-
-
-@dataclass(frozen=True)
-class FigureSpec:
-    kind: str  # pairs | linear_predictivity | rsa | subsampling | three_level
-    caption: str
-    experiment: str = ""
-    pairs: tuple = ()
-    variants: tuple = ()
-
-
+# --------------------------------------------------------------------------- figure catalogue
 def figure_specs(config: dict) -> dict:
-    """Every figure id the config can produce (SPEC §4), with what it shows."""
+    """Every figure id the config can produce (the catalogue's, for the experiments,
+    baselines and analyses the config has), with what it shows."""
     experiments = config.get("experiments", {})
     chosen = config.get("report", {})
     specs = {}
-
-    def pairs(experiment, key=None, default=None):
-        listed = [tuple(p) for p in experiments[experiment]["pairs"]]
-        if key and chosen.get(key):
-            return tuple(tuple(p) for p in chosen[key])
-        return tuple(listed if default is None else listed[:default])
-
-    def variants(experiment, wanted):
+    for experiment, entry in CATALOGUE["experiments"].items():
+        if experiment not in experiments:
+            continue
+        listed = tuple(tuple(p) for p in experiments[experiment]["pairs"])
         methods = experiments[experiment]["methods"]
-        return tuple(v for v in wanted if v[1] in methods)
-
-    if "llm" in experiments:
-        specs["figure2"] = FigureSpec("pairs", "Transport plans for LLM alignment: MOT (left) vs pairwise OT "
-                                      "(right) (Figure 2).", "llm", pairs("llm", "figure2", 2),
-                                      variants("llm", MOT_VS_PAIRWISE))
-        specs["figureB1"] = FigureSpec("pairs", "MOT transport plans across LLM families and scales (Figure B.1).",
-                                       "llm", pairs("llm"), variants("llm", MOT_VS_PAIRWISE[:1]))
-    if "nsd" in experiments:
-        specs["figure3"] = FigureSpec("pairs", "Transport plans for cross-subject brain alignment: MOT vs "
-                                      "pairwise OT (Figure 3).", "nsd", pairs("nsd", "figure3", 2),
-                                      variants("nsd", MOT_VS_PAIRWISE))
-        specs["figureC1"] = FigureSpec("pairs", "MOT and pairwise OT plans for every subject pair (Figure C.1).",
-                                       "nsd", pairs("nsd"), variants("nsd", MOT_VS_PAIRWISE))
-    if "vit" in experiments:
-        specs["figure4"] = FigureSpec("pairs", "Vision models without (MOT) and with rotation (MOT+R) "
-                                      "(Figure 4).", "vit", pairs("vit", "figure4", 1),
-                                      variants("vit", MOT_VS_ROTATION))
-        for k, pair in enumerate(pairs("vit"), 1):
-            specs[f"figureD{k}"] = FigureSpec("pairs", f"Vision models, pair {k}: MOT and MOT+R (Figure D.{k}).",
-                                              "vit", (pair,), variants("vit", MOT_VS_ROTATION))
-    if "nsd_vit" in experiments:
-        for k, pair in enumerate(pairs("nsd_vit"), 1):
-            specs[f"figureE{k}"] = FigureSpec("pairs", f"Visual cortex vs vision model, pair {k}: MOT and MOT+R "
-                                              f"(Figure E.{k}).", "nsd_vit", (pair,),
-                                              variants("nsd_vit", MOT_VS_ROTATION))
+        for figure_id, figure in entry.get("figures", {}).items():
+            variants = tuple((title, *PANELS[title]) for title in figure["panels"] if PANELS[title][0] in methods)
+            if figure.get("per_pair"):
+                for k, pair in enumerate(listed, 1):
+                    specs[figure_id.format(k=k)] = FigureSpec("pairs", figure["caption"].format(k=k), experiment,
+                                                              (pair,), variants)
+                continue
+            if "first_pairs" not in figure:
+                pairs = listed
+            elif chosen.get(figure_id):
+                pairs = tuple(tuple(p) for p in chosen[figure_id])
+            else:
+                pairs = listed[:figure["first_pairs"]]
+            specs[figure_id] = FigureSpec("pairs", figure["caption"], experiment, pairs, variants)
     baselines = config.get("baselines", {})
-    if baselines.get("linear_predictivity"):
-        specs["figureH1"] = FigureSpec("linear_predictivity", "Best-match maps of pairwise linear predictivity "
-                                       "(Figure H.1).")
-    if baselines.get("rsa"):
-        specs["figureI1"] = FigureSpec("rsa", "Best-match maps of pairwise RSA (Figure I.1).")
-    if config.get("subsampling"):
-        specs["figureJ1"] = FigureSpec("subsampling", "Reconstruction score vs fraction of target units kept, "
-                                       "mean ± std over seeds (Figure J.1).")
-    if config.get("three_level"):
-        specs["figure5"] = FigureSpec("three_level", "Three-level MOT over training checkpoints vs the "
-                                      "pairwise-best checkpoint map (Figure 5).")
+    for kind, entry in CATALOGUE["baselines"].items():
+        if baselines.get(kind):
+            for figure_id, figure in entry.get("figures", {}).items():
+                specs[figure_id] = FigureSpec(kind, figure["caption"])
+    for analysis in ("subsampling", "three_level"):
+        if config.get(analysis):
+            for figure_id, figure in CATALOGUE[analysis].get("figures", {}).items():
+                specs[figure_id] = FigureSpec(analysis, figure["caption"])
     return specs
 
 
@@ -492,7 +513,7 @@ def build_figure(figure_id: str, config: dict, inputs: dict, out_pdf, out_png) -
             groups.append(pair_panels(config, spec.experiment, source, target, jsons, npzs,
                                       list(spec.variants)))
         plot_panels(groups, out_pdf, out_png, title=f"{figure_id}: {spec.caption}")
-    elif spec.kind in ("linear_predictivity", "rsa"):
+    elif spec.baseline:
         plot_panels(baseline_panels(inputs["files"], config), out_pdf, out_png,
                     title=f"{figure_id}: {spec.caption}")
     elif spec.kind == "subsampling":
