@@ -8,10 +8,7 @@ import os
 from snakemake.utils import min_version, validate
 
 min_version("8.0")
-
-# POT would otherwise import every array backend it finds (torch costs seconds per job).
-for _backend in ("PYTORCH", "JAX", "CUPY", "TENSORFLOW"):
-    os.environ.setdefault(f"POT_BACKEND_DISABLE_{_backend}", "1")
+# (POT's array backends are switched off by motalign.solvers.exact, before POT's import.)
 
 
 # The embedded default, unless --configfile names another config (which then replaces it

@@ -93,7 +93,8 @@ def test_function_local_imports_only_defer_heavy_dependencies():
         for _, lineno, local in imports(name, path):
             if local and "deferred" not in lines[lineno - 1]:
                 offenders.append(f"{path.relative_to(SRC)}:{lineno}: {lines[lineno - 1].strip()}")
-    assert not offenders, "function-local imports without a '# deferred: ...' reason:\n" + "\n".join(sorted(set(offenders)))
+    reason = "function-local imports without a '# deferred: ...' reason:\n"
+    assert not offenders, reason + "\n".join(sorted(set(offenders)))
 
 
 HEAVY = ("torch", "h5py", "boto3", "transformers", "matplotlib", "nibabel", "seaborn")

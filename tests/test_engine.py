@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from motalign import MOT
-from motalign.inner import EngineOptions, engine_options, inner_alignment
 from motalign.inner import cpu as cpu_backend
+from motalign.inner import engine_options, inner_alignment
 from motalign.inner import layers as cpu_backend_layers
 from motalign.inner import options as options_module
 from motalign.inner.options import resolve_device
