@@ -56,3 +56,30 @@ def local_shared_ids(path) -> np.ndarray:
         if "nsd_ids" not in f or "images" not in f:
             raise ValueError(f"{path}: not a shared-stimuli file (needs datasets 'images' and 'nsd_ids')")
         return np.asarray(f["nsd_ids"][...], dtype=np.int64)
+
+
+def chunks_read(path, reads, dataset: str = "betas") -> dict:
+    """``{chunk offset (trial, z, y, x): number of file reads that touched its bytes}`` for
+    the chunks of ``dataset`` in the HDF5 file ``path`` that any of ``reads`` (``(byte
+    offset, byte count)`` pairs, as a counting file object logs them) overlaps.  Reads of
+    metadata (outside every chunk) are not counted."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        dset = f[dataset]
+        if dset.chunks is None:
+            raise ValueError(f"{path}: dataset {dataset!r} is not chunked")
+        infos = [dset.id.get_chunk_info(i) for i in range(dset.id.get_num_chunks())]
+    order = np.argsort([i.byte_offset for i in infos])
+    starts = np.array([infos[k].byte_offset for k in order], dtype=np.int64)
+    ends = starts + np.array([infos[k].size for k in order], dtype=np.int64)
+    out: dict = {}
+    for pos, n in reads:
+        if n <= 0:
+            continue
+        first = np.searchsorted(ends, pos, side="right")  # first chunk ending after pos
+        last = np.searchsorted(starts, pos + n, side="left")  # chunks starting before the end
+        for k in order[first:last]:
+            key = tuple(int(v) for v in infos[k].chunk_offset)
+            out[key] = out.get(key, 0) + 1
+    return out

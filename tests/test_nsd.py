@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import scipy.io
 
-from helpers_nsd import shared_trials, trial_nsd_ids
+from helpers_nsd import chunks_read, shared_trials, trial_nsd_ids
+from motalign.datasets.nsd import responses
 from motalign.datasets.nsd.expdesign import read_expdesign
 from motalign.datasets.nsd.images import read_shared_images
 from motalign.datasets.nsd.layout import (
@@ -23,7 +24,7 @@ from motalign.datasets.nsd.layout import (
     subject_id,
     subject_row,
 )
-from motalign.datasets.nsd.responses import region_masks, subject_responses
+from motalign.datasets.nsd.responses import _BetaFile, _hdf5_read_plan, region_masks, subject_responses
 from motalign.datasets.nsd.simulate import simulate_nsd
 
 # the NSD readers need nibabel and h5py (imported when used)
@@ -270,12 +271,15 @@ def test_hdf5_betas_read_like_nifti(tmp_path, images):
     with h5py.File(h5_path, "r") as f:
         assert f["betas"].dtype == np.int16
         assert f["betas"].shape == (nii.shape[3],) + VOLUME[::-1]  # trials x Z x Y x X
+        assert f["betas"].chunks == (nii.shape[3], 1, 1, 1)  # the real files' chunking
     a = subject_responses(tmp_path / "nii", "B")
     b = subject_responses(tmp_path / "h5", "B")
     np.testing.assert_array_equal(a[0], b[0])
     for name in REGIONS:
         np.testing.assert_array_equal(a[1][name], b[1][name])
     assert a[2]["trials_per_session"] == b[2]["trials_per_session"]
+    assert a[2]["beta_chunks"] == [None] * 3
+    assert b[2]["beta_chunks"] == [[nii.shape[3], 1, 1, 1]] * 3
     # a NIfTI converted here (independently of the simulator) to the HDF5 layout
     paths = nsd_paths(tmp_path / "nii", "B")
     data = np.asanyarray(nib.load(str(paths.beta(2))).dataobj)
@@ -293,11 +297,13 @@ def test_hdf5_betas_read_like_nifti(tmp_path, images):
 
 
 class CountingFile(io.RawIOBase):
-    """A read-only binary file that counts the bytes read (like a range-request file)."""
+    """A read-only binary file that counts the bytes read (like a range-request file) and
+    logs every read as ``(byte offset, byte count)`` in ``reads``."""
 
     def __init__(self, path):
         self._f = open(path, "rb")
         self.bytes_read = 0
+        self.reads = []
         self.name = str(path)
 
     def readable(self):
@@ -307,8 +313,10 @@ class CountingFile(io.RawIOBase):
         return True
 
     def readinto(self, b):
+        pos = self._f.tell()
         n = self._f.readinto(b)
         self.bytes_read += n or 0
+        self.reads.append((pos, n or 0))
         return n
 
     def seek(self, offset, whence=0):
@@ -344,6 +352,189 @@ def test_read_stimuli_rows_in_requested_order(sim, images):
         read_shared_images(root, [0])
     with pytest.raises(ValueError, match="outside 1..60"):
         read_shared_images(root, [61])
+
+
+# ------------------------------------------------------------------ HDF5 betas, chunk by chunk
+
+T_SMALL = 31  # trials per session of `hdf5_sim`
+# HDF5 layouts (chunks of the trials x Z x Y x X dataset, compression): the real NSD files'
+# one voxel x all trials, trial-major whole volumes, blocks, and no chunking at all
+LAYOUTS = {
+    "real": ((T_SMALL, 1, 1, 1), None),
+    "real-gzip": ((T_SMALL, 1, 1, 1), "gzip"),
+    "trial-major": ((1,) + VOLUME[::-1], None),
+    "trial-slabs-gzip": ((4,) + VOLUME[::-1], "gzip"),
+    "blocks": ((5, 4, 3, 4), None),
+    "contiguous": (None, None),
+}
+
+
+@pytest.fixture(scope="module")
+def hdf5_sim(tmp_path_factory, images):
+    """One subject in NIfTI (4 sessions of 31 trials), its responses, and a V4 voxel
+    relabelled ventral in ``streams`` so that two regions overlap."""
+    root = tmp_path_factory.mktemp("nsd_h5") / "nii"
+    summary = simulate_nsd(root, images[:40], subjects=("A",), n_shared=30, n_specific=1,
+                           n_sessions=4, repetitions=4, volume_shape=VOLUME, seed=3)
+    assert summary["trials_per_session"] == T_SMALL
+    return root, subject_responses(root, "A")
+
+
+def hdf5_copy(root, dest, chunks, compression):
+    """``root`` copied to ``dest`` with every session's betas as HDF5 only, laid out so."""
+    shutil.copytree(root, dest)
+    paths = nsd_paths(dest, "A")
+    for s in paths.sessions():
+        data = np.asanyarray(nib.load(str(paths.beta(s))).dataobj)
+        with h5py.File(paths.beta(s, ".hdf5"), "w") as f:
+            f.create_dataset("betas", data=np.ascontiguousarray(data.T), chunks=chunks,
+                             compression=compression)  # .T: trials x Z x Y x X
+        os.remove(paths.beta(s))
+    return paths
+
+
+def full_volume_read(path, mask):
+    """The reader before chunk-aligned reading: whole volumes, then the mask."""
+    with h5py.File(path, "r") as f:
+        return f["betas"][()].transpose(3, 2, 1, 0)[mask].astype(np.float64)
+
+
+def union_mask(root):
+    return np.logical_or.reduce(list(region_masks(root, "A").values()))
+
+
+@pytest.mark.parametrize("read_bytes", [None, 700], ids=["default-bound", "tiny-bound"])
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_hdf5_reader_equals_full_volume_read(hdf5_sim, tmp_path, monkeypatch, layout, read_bytes):
+    root, (ids, resp, info) = hdf5_sim
+    if read_bytes is not None:  # many trial slabs and runs split to fit the bound
+        monkeypatch.setattr(responses, "READ_CHUNK_BYTES", read_bytes)
+    paths = hdf5_copy(root, tmp_path / layout, *LAYOUTS[layout])
+    union = union_mask(root)
+    for s in (1, 3):
+        with _BetaFile(paths.beta(s, ".hdf5")) as beta:
+            got = beta.read(union)
+            assert beta.chunks == LAYOUTS[layout][0]
+        np.testing.assert_array_equal(got, full_volume_read(paths.beta(s, ".hdf5"), union))
+    h_ids, h_resp, h_info = subject_responses(paths.root, "A")
+    np.testing.assert_array_equal(h_ids, ids)
+    for name in REGIONS:  # bit-identical to the NIfTI reading
+        np.testing.assert_array_equal(h_resp[name], resp[name])
+    chunks = LAYOUTS[layout][0]
+    assert h_info["beta_chunks"] == [None if chunks is None else list(chunks)] * 4
+    assert info["beta_chunks"] == [None] * 4
+
+
+def counted_read(path, mask, monkeypatch):
+    """``_BetaFile(path).read(mask)`` through a file object that logs every read; returns
+    the values and the reads made by ``read`` (not by opening the file)."""
+    real_file = h5py.File
+    handles = []
+
+    def counting(name, mode="r", **kwargs):
+        handles.append(CountingFile(name))
+        return real_file(handles[-1], mode, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(h5py, "File", counting)
+        with _BetaFile(path) as beta:
+            opened = len(handles[0].reads)
+            values = beta.read(mask)
+    handles[0].close()
+    return values, handles[0].reads[opened:]
+
+
+def chunks_of(mask, chunks, n_trials):
+    """Offsets (trial, z, y, x) of the chunks that hold a voxel of ``mask`` (X x Y x Z)."""
+    spatial = np.asarray(chunks[1:])
+    cells = {tuple(c) for c in (np.argwhere(mask.transpose(2, 1, 0)) // spatial * spatial).tolist()}
+    return {(t,) + c for t in range(0, n_trials, chunks[0]) for c in cells}
+
+
+@pytest.mark.parametrize("read_bytes", [None, 700], ids=["default-bound", "tiny-bound"])
+@pytest.mark.parametrize("layout", [k for k, (chunks, _) in LAYOUTS.items() if chunks is not None])
+def test_hdf5_reader_reads_each_masked_chunk_once_and_no_other(hdf5_sim, tmp_path, monkeypatch, layout,
+                                                                read_bytes):
+    root, _ = hdf5_sim
+    if read_bytes is not None:
+        monkeypatch.setattr(responses, "READ_CHUNK_BYTES", read_bytes)
+    chunks, compression = LAYOUTS[layout]
+    path = hdf5_copy(root, tmp_path / layout, chunks, compression).beta(2, ".hdf5")
+    masks = region_masks(root, "A")
+    for mask in (np.logical_or.reduce(list(masks.values())), masks["V4"]):
+        values, reads = counted_read(path, mask, monkeypatch)
+        np.testing.assert_array_equal(values, full_volume_read(path, mask))
+        touched = chunks_read(path, reads)
+        assert set(touched) == chunks_of(mask, chunks, T_SMALL)  # those chunks, no other
+        assert max(touched.values()) == 1  # each read once
+        if layout == "real":  # the bytes read from chunks are exactly the masked voxels' values
+            in_chunks = sum(n for pos, n in reads if chunks_read(path, [(pos, n)]))
+            assert in_chunks == int(mask.sum()) * T_SMALL * 2
+    if layout == "real":  # the counter sees a slab of whole volumes touch every chunk
+        handle = CountingFile(path)
+        with h5py.File(handle, "r") as f:
+            opened = len(handle.reads)
+            f["betas"][0:2]
+            n_chunks = f["betas"].id.get_num_chunks()
+        handle.close()
+        assert len(chunks_read(path, handle.reads[opened:])) == n_chunks == int(np.prod(VOLUME))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_hdf5_read_plan_covers_the_mask_with_disjoint_chunk_runs(monkeypatch, seed):
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(v) for v in rng.integers(3, 12, size=3))  # Z, Y, X
+    n_trials = int(rng.integers(5, 40))
+    chunks = (int(rng.integers(1, n_trials + 1)),) + tuple(int(rng.integers(1, v + 1)) for v in shape)
+    bound = int(rng.choice([50, 400, 64 * 1024**2]))
+    monkeypatch.setattr(responses, "READ_CHUNK_BYTES", bound)
+    coords = np.argwhere(rng.random(shape) < rng.uniform(0.02, 0.4))
+    if coords.size == 0:
+        coords = np.array([[0, 0, 0]])
+    step, boxes = _hdf5_read_plan(coords, chunks, n_trials, 2)
+    ct, spatial = min(chunks[0], n_trials), np.asarray(chunks[1:])
+    assert step == n_trials or step % ct == 0  # trial slabs never split a chunk
+    needed = {tuple(c) for c in (coords // spatial).tolist()}
+    seen, covered = set(), np.zeros(shape, dtype=bool)
+    for lo, hi in boxes:
+        cells = set(itertools.product(*(range(a, b) for a, b in zip(lo // spatial, (hi - 1) // spatial + 1))))
+        assert cells <= needed and not cells & seen  # only chunks with voxels, each in one box
+        seen |= cells
+        covered[tuple(slice(a, b) for a, b in zip(lo, hi))] = True
+        if ct * int(np.prod(spatial)) * 2 <= bound:  # one box of one slab within the bound
+            assert step * int(np.prod(hi - lo)) * 2 <= bound
+    assert seen == needed and covered[tuple(coords.T)].all()
+
+
+def test_overlapping_regions_are_in_both_and_counted(hdf5_sim, tmp_path):
+    root, (ids, resp, info) = hdf5_sim
+    assert info["overlaps"] == {}  # the simulator's regions are disjoint
+    assert info["n_images"] == ids.size == 30
+    assert info["n_voxels_read"] == sum(info["n_voxels"].values())
+    root = Path(shutil.copytree(root, tmp_path / "overlap"))
+    paths = nsd_paths(root, "A")
+    masks = region_masks(root, "A")
+    img = nib.load(str(paths.streams))
+    streams = np.asanyarray(img.dataobj).copy()
+    v4, v1 = np.argwhere(masks["V4"])[:3], np.argwhere(masks["V1"])[:2]
+    streams[tuple(v4.T)] = 5  # hV4 and ventral, as real voxels can be
+    streams[tuple(v1.T)] = 6  # V1 and lateral
+    nib.save(nib.Nifti1Image(streams, img.affine), str(paths.streams))
+
+    o_ids, o_resp, o_info = subject_responses(root, "A")
+    assert o_info["overlaps"] == {"V1": {"Lateral": 2}, "V4": {"Ventral": 3}}
+    assert o_info["n_voxels"]["Ventral"] == info["n_voxels"]["Ventral"] + 3
+    assert o_info["n_voxels"]["V4"] == info["n_voxels"]["V4"]  # still in V4 too
+    assert o_info["n_voxels_read"] == sum(o_info["n_voxels"].values()) - 5
+    for a, b, vox in (("V4", "Ventral", v4), ("V1", "Lateral", v1)):
+        for x in vox:  # the same responses in both regions
+            col_a = np.flatnonzero((o_info["voxel_indices"][a] == x).all(axis=1))
+            col_b = np.flatnonzero((o_info["voxel_indices"][b] == x).all(axis=1))
+            assert col_a.size == col_b.size == 1
+            np.testing.assert_array_equal(o_resp[a][:, col_a[0]], o_resp[b][:, col_b[0]])
+    np.testing.assert_array_equal(o_ids, ids)
+    for name in ("V1", "V2", "V3", "V4", "Dorsal"):  # unchanged regions: unchanged responses
+        np.testing.assert_array_equal(o_resp[name], resp[name])
 
 
 # ------------------------------------------------------------------ meaningful responses

@@ -21,7 +21,8 @@ Layout (paths relative to the root folder; ``subjXX`` is ``subj01`` ... ``subj08
 ``nsddata_betas/ppdata/subjXX/func1pt8mm/betas_fithrf_GLMdenoise_RR/betas_sessionYY.nii.gz``
     4-D int16 (X x Y x Z x trials; 750 trials per session in the real data), percent
     signal change x 300.  The ``.hdf5`` file of the same name (dataset ``betas``, int16,
-    trials x Z x Y x X, i.e. the spatial axes reversed) is read when the NIfTI is absent.
+    trials x Z x Y x X, i.e. the spatial axes reversed; chunked one voxel x 750 trials,
+    ``(750, 1, 1, 1)``, per the NSD data manual) is read when the NIfTI is absent.
 ``nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5``
     Dataset ``imgBrick`` (73000 x 425 x 425 x 3 uint8); NSD id ``k`` is row ``k - 1``.
 ``nsddata_stimuli/stimuli/nsd/nsd_shared_stimuli.hdf5``

@@ -11,6 +11,21 @@ Voxel order
 A region's voxels are ordered as ``mask[...]`` boolean indexing of the X x Y x Z volume
 orders them (C order of ``(x, y, z)``); ``info["voxel_indices"]`` of
 :func:`subject_responses` gives their coordinates.
+
+Overlapping regions
+-------------------
+Every region keeps its own definition, so a voxel labelled in two ROI files (e.g. hV4 in
+``prf-visualrois`` and ventral in ``streams``) belongs to both regions: it is read once and
+its responses appear, identical, in both regions' arrays.  ``info["overlaps"]`` counts
+such voxels per pair of regions.
+
+Reading beta files
+------------------
+NIfTI betas (X x Y x Z x trials) are read in slabs of whole trials.  HDF5 betas (dataset
+``betas``, trials x Z x Y x X; the real NSD files are chunked one voxel x 750 trials) are
+read chunk by chunk: only the chunks that hold a voxel of the requested regions, each
+exactly once, never a whole volume (see :func:`_hdf5_read_plan`).  Both give the same
+values.
 """
 
 from __future__ import annotations
@@ -25,7 +40,7 @@ import numpy as np
 from .expdesign import read_expdesign
 from .layout import BETA_SCALE, REGIONS, NSDPaths, Region, _require_file, nsd_paths, subject_row
 
-#: Bytes of beta volume read at once (a slab of whole trials); bounds reading memory.
+#: Bytes of stored beta values read at once; bounds reading memory (see ``_BetaFile.read``).
 READ_CHUNK_BYTES = 64 * 1024**2
 
 
@@ -99,7 +114,7 @@ def _load_masks(paths: NSDPaths, regions: Mapping):
 
 
 class _BetaFile:
-    """One session's beta file, open for reading slabs of trials (NIfTI or HDF5)."""
+    """One session's beta file, open for reading the voxels of a mask (NIfTI or HDF5)."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -152,20 +167,57 @@ class _BetaFile:
 
     def read(self, mask: np.ndarray) -> np.ndarray:
         """Raw stored values of the voxels of ``mask`` (X x Y x Z), (n_voxels, n_trials)
-        float64, reading slabs of whole trials of at most :data:`READ_CHUNK_BYTES`."""
-        n_vox = int(mask.sum())
-        out = np.empty((n_vox, self.n_trials), dtype=np.float64)
+        float64, rows in the voxel order of the module docstring.  Reads at most
+        :data:`READ_CHUNK_BYTES` of stored values at once (one chunk more where a single
+        HDF5 chunk is larger)."""
+        mask = np.asarray(mask, dtype=bool)
+        if self.kind == "nifti":
+            return self._read_nifti(mask)
+        return self._read_hdf5(mask)
+
+    def _read_nifti(self, mask: np.ndarray) -> np.ndarray:
+        # slabs of whole trials: a gzip stream is read in order anyway
+        out = np.empty((int(mask.sum()), self.n_trials), dtype=np.float64)
         per_trial = int(np.prod(self.spatial_shape)) * max(self.dtype.itemsize, 1)
         step = max(1, READ_CHUNK_BYTES // max(per_trial, 1))
         for t0 in range(0, self.n_trials, step):
             t1 = min(self.n_trials, t0 + step)
-            if self.kind == "nifti":
-                slab = np.asarray(self._data[..., t0:t1])  # X x Y x Z x t
-                out[:, t0:t1] = slab[mask]
-            else:
-                slab = self._data[t0:t1]  # t x Z x Y x X
-                out[:, t0:t1] = slab.transpose(3, 2, 1, 0)[mask]
+            slab = np.asarray(self._data[..., t0:t1])  # X x Y x Z x t
+            out[:, t0:t1] = slab[mask]
             del slab
+        return out
+
+    @property
+    def chunks(self):
+        """The HDF5 chunk shape (trials, Z, Y, X), or None (NIfTI, contiguous HDF5)."""
+        if self.kind != "hdf5" or self._data.chunks is None:
+            return None
+        return tuple(int(v) for v in self._data.chunks)
+
+    def _read_hdf5(self, mask: np.ndarray) -> np.ndarray:
+        """Only the chunks that hold voxels of ``mask``, each exactly once (see
+        :func:`_hdf5_read_plan`); only the masked voxels are copied out."""
+        n_vox = int(mask.sum())
+        out = np.empty((n_vox, self.n_trials), dtype=np.float64)
+        if n_vox == 0:
+            return out
+        rows = np.full(mask.shape, -1, dtype=np.int64)
+        rows[mask] = np.arange(n_vox)
+        rows_zyx = rows.transpose(2, 1, 0)  # dataset order Z x Y x X, a view
+        chunks = self.chunks or (1,) + tuple(self._data.shape[1:])
+        step, boxes = _hdf5_read_plan(np.argwhere(mask.transpose(2, 1, 0)), chunks, self.n_trials,
+                                      max(self.dtype.itemsize, 1))
+        plan = []
+        for lo, hi in boxes:
+            box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+            sub = rows_zyx[box]
+            inside = sub >= 0
+            plan.append((box, inside, sub[inside]))
+        for t0 in range(0, self.n_trials, step):
+            t1 = min(self.n_trials, t0 + step)
+            for box, inside, dest in plan:
+                block = self._data[(slice(t0, t1),) + box]  # t x z x y x x
+                out[dest, t0:t1] = block[:, inside].T
         return out
 
     def close(self):
@@ -179,6 +231,45 @@ class _BetaFile:
         self.close()
 
 
+def _hdf5_read_plan(coords: np.ndarray, chunks, n_trials: int, itemsize: int):
+    """How to read the voxels ``coords`` ((k, 3) ``(z, y, x)`` in dataset order) of an HDF5
+    beta dataset chunked ``chunks`` ((trials, Z, Y, X)), touching every chunk that holds one
+    of them exactly once and no other chunk.
+
+    The voxels are grouped by spatial chunk; within a chunk row (chunks of equal Z and Y
+    chunk index) consecutive chunks along X that all hold voxels form a *run*, read as one
+    box: the bounding box of the run's voxels, which lies inside the run's chunks.  Runs
+    are capped so that one box of one trial chunk stays within :data:`READ_CHUNK_BYTES`.
+    Trials are read in slabs of ``step`` trials, a multiple of the chunks' trial extent
+    (all trials at once when a chunk spans them all, as in the real NSD files, chunked
+    one voxel x 750 trials), so no chunk is split across slabs.
+
+    Returns ``(step, boxes)``: ``boxes`` a list of ``(lo, hi)`` int arrays (3,) (``hi``
+    exclusive), in chunk order.
+    """
+    ct = max(1, min(int(chunks[0]), n_trials))
+    spatial = np.maximum(np.asarray(chunks[1:], dtype=np.int64), 1)
+    cell_bytes = int(np.prod(spatial)) * itemsize
+    max_cells = max(1, READ_CHUNK_BYTES // (ct * cell_bytes))
+    cells = coords // spatial
+    order = np.lexsort((cells[:, 2], cells[:, 1], cells[:, 0]))
+    coords, cells = coords[order], cells[order]
+    first = np.ones(len(cells), dtype=bool)
+    first[1:] = np.any(cells[1:] != cells[:-1], axis=1)
+    ucells = cells[first]  # distinct chunks, in chunk order
+    brk = np.ones(len(ucells), dtype=bool)
+    brk[1:] = np.any(ucells[1:, :2] != ucells[:-1, :2], axis=1) | (ucells[1:, 2] != ucells[:-1, 2] + 1)
+    seg = np.cumsum(brk) - 1
+    pos = np.arange(len(ucells)) - np.flatnonzero(brk)[seg]  # position within the segment
+    run_of_cell = np.cumsum(brk | (pos % max_cells == 0)) - 1
+    run_of_voxel = run_of_cell[np.cumsum(first) - 1]
+    starts = np.flatnonzero(np.r_[True, run_of_voxel[1:] != run_of_voxel[:-1]])
+    lo = np.minimum.reduceat(coords, starts, axis=0)
+    hi = np.maximum.reduceat(coords, starts, axis=0) + 1
+    per_trial = int(np.prod(hi - lo, axis=1).max()) * itemsize
+    step = min(n_trials, max(1, READ_CHUNK_BYTES // (per_trial * ct)) * ct)
+    return step, list(zip(lo, hi))
+
 
 def region_masks(root, subject, regions=REGIONS) -> dict:
     """``{region name: bool array (X, Y, Z)}`` of ``regions`` (names of ``REGIONS``, or a
@@ -186,6 +277,20 @@ def region_masks(root, subject, regions=REGIONS) -> dict:
     ``subject_responses`` selects the voxels."""
     masks, _, _ = _load_masks(nsd_paths(root, subject), _resolve_regions(regions))
     return masks
+
+
+def _overlaps(masks: Mapping) -> dict:
+    """``{a: {b: voxels in both}}`` for the pairs of ``masks`` that intersect, ``a`` before
+    ``b`` in the mapping's order."""
+    names = list(masks)
+    out: dict = {}
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            n = int(np.count_nonzero(masks[a] & masks[b]))
+            if n:
+                out.setdefault(a, {})[b] = n
+    return out
+
 
 def _zscore_session(raw: np.ndarray):
     """Z-score every row (voxel) over the session's trials (population std); a voxel whose
@@ -239,8 +344,9 @@ def subject_responses(root, subject, *, sessions=None, regions=REGIONS, min_repe
     """One subject's trial-averaged, session-z-scored responses to the shared images.
 
     Sessions are read one at a time, and of each only the voxels of the requested regions
-    (in slabs of whole trials), so memory holds one session's region voxels plus the
-    running sums, never full volumes of all sessions.
+    (NIfTI: in slabs of whole trials; HDF5: only the chunks holding those voxels, see the
+    module docstring), so memory holds one session's region voxels plus the running sums,
+    never full volumes of all sessions.
 
     Steps: stored values / ``beta_scale`` (percent signal change); every voxel z-scored
     within every session over all of that session's trials (population std; a voxel
@@ -282,7 +388,13 @@ def subject_responses(root, subject, *, sessions=None, regions=REGIONS, min_repe
         aligned with ``nsd_ids``: trials averaged), ``repetitions_found`` ({shared id:
         trials found}, every shared id), ``n_shared`` (size of ``sharedix``), ``n_dropped``
         (shared ids below ``min_repetitions``), ``min_repetitions``,
-        ``constant_voxel_sessions`` ({region: number of (voxel, session) pairs constant}).
+        ``constant_voxel_sessions`` ({region: number of (voxel, session) pairs constant}),
+        ``n_images`` (shared images kept, ``nsd_ids.size``), ``n_voxels_read`` (distinct
+        voxels of all regions together: a voxel of two regions counts once),
+        ``overlaps`` ({region a: {region b: voxels in both}} for every pair of requested
+        regions that share voxels, ``a`` before ``b`` in the order of ``regions``; empty
+        when the regions are disjoint), ``beta_chunks`` (per session, the HDF5 chunk shape
+        (trials, Z, Y, X) as a list, or None for NIfTI and contiguous HDF5).
 
     Raises
     ------
@@ -314,6 +426,7 @@ def subject_responses(root, subject, *, sessions=None, regions=REGIONS, min_repe
         union |= mask
     union_coords = np.argwhere(union)  # C order of (x, y, z), same as union[...] indexing
     rows = {name: np.flatnonzero(mask[union]) for name, mask in masks.items()}
+    overlaps = _overlaps(masks)
 
     shared = np.unique(expdesign["sharedix"])
     if shared.size == 0:
@@ -327,6 +440,7 @@ def subject_responses(root, subject, *, sessions=None, regions=REGIONS, min_repe
     counts = np.zeros(shared.size, dtype=np.int64)
     constant_counts = np.zeros(int(union.sum()), dtype=np.int64)
     trials_per_session, first_file = None, None
+    beta_chunks = []
 
     for session, file in session_files:
         with _BetaFile(file) as beta:
@@ -354,6 +468,7 @@ def subject_responses(root, subject, *, sessions=None, regions=REGIONS, min_repe
                     f"{expdesign['path']} has only {order.size} trials"
                 )
             raw = beta.read(union)
+            beta_chunks.append(None if beta.chunks is None else list(beta.chunks))
         raw /= beta_scale
         z, constant = _zscore_session(raw)
         del raw
@@ -394,5 +509,9 @@ def subject_responses(root, subject, *, sessions=None, regions=REGIONS, min_repe
         "n_dropped": int((~keep).sum()),
         "min_repetitions": int(min_repetitions),
         "constant_voxel_sessions": {name: int(constant_counts[r].sum()) for name, r in rows.items()},
+        "n_images": int(nsd_ids.size),
+        "n_voxels_read": int(union.sum()),
+        "overlaps": overlaps,
+        "beta_chunks": beta_chunks,
     }
     return nsd_ids, responses, info

@@ -128,7 +128,8 @@ def simulate_nsd(root, images: np.ndarray, *, subjects=("subj01", "subj02", "sub
     template_weight : float
         Weight of the region template in every voxel's tuning (0: none).
     betas_format : {"nii.gz", "hdf5"}
-        NIfTI (X x Y x Z x trials) or HDF5 (dataset ``betas``, trials x Z x Y x X).
+        NIfTI (X x Y x Z x trials) or HDF5 (dataset ``betas``, trials x Z x Y x X, chunked
+        one voxel x all trials, ``chunks=(trials, 1, 1, 1)``, as the real NSD files).
     seed : int
 
     Returns
@@ -298,7 +299,9 @@ def simulate_nsd(root, images: np.ndarray, *, subjects=("subj01", "subj02", "sub
                 path = bdir / BETA_NAME.format(session=s + 1, ext=".hdf5")
                 with atomic_path(path, suffix=".tmp.hdf5") as tmp:
                     with h5py.File(tmp, "w") as f:
-                        f.create_dataset("betas", data=np.ascontiguousarray(data.transpose(3, 2, 1, 0)))
+                        # the real files' chunking: one voxel x all of the session's trials
+                        f.create_dataset("betas", data=np.ascontiguousarray(data.transpose(3, 2, 1, 0)),
+                                         chunks=(tps, 1, 1, 1))
             files.append(str(path))
 
     return {
