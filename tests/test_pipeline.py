@@ -1,6 +1,8 @@
 """The workflow's job functions (motalign.workflow) and the files they exchange, outside
 Snakemake."""
 
+import csv
+
 import numpy as np
 import pytest
 
@@ -9,7 +11,7 @@ from motalign.datasets.stimuli import prepare_stimuli
 from motalign.io.stimuli import read_split, read_stimuli
 from motalign.io.store import check_layer_count, check_same_stimuli, write_activations
 from motalign.workflow.alignment_jobs import inner_shard, outer_alignment
-from motalign.workflow.data_jobs import make_split
+from motalign.workflow.data_jobs import make_split, nsd_voxel_counts
 from motalign.workflow.shards import read_shards
 
 
@@ -114,3 +116,15 @@ def test_networks_on_other_stimuli_are_refused(tmp_path, rng):
         check_same_stimuli(tmp_path / "x.npz", tmp_path / "y.npz")
     with pytest.raises(ValueError, match=r"holds 1 layers but the configuration declares 3 \(config key models: m\)"):
         check_layer_count(tmp_path / "x.npz", 3, "models: m")
+
+
+def test_nsd_voxel_counts_report_kept_images_and_shared_voxels(tmp_path):
+    rng = np.random.default_rng(0)
+    layers = {"V4": rng.standard_normal((5, 3)), "ventral": rng.standard_normal((5, 4))}
+    info = {"n_images": 5, "overlaps": {"V4": {"ventral": 2}}}
+    write_activations(tmp_path / "subjA.npz", layers, stimulus_ids=[f"s{i}" for i in range(5)],
+                      metadata={"subject": "subj01", "info": info})
+    assert nsd_voxel_counts({"subjA": tmp_path / "subjA.npz"}, tmp_path / "counts.csv") == 2
+    rows = list(csv.DictReader(open(tmp_path / "counts.csv")))
+    assert [(r["region"], r["voxels"], r["shared_images_kept"], r["shared_voxels"]) for r in rows] == [
+        ("V4", "3", "5", "ventral:2"), ("ventral", "4", "5", "V4:2")]

@@ -68,16 +68,31 @@ def download_nsd(out_root, *, subjects, sessions=None) -> dict:
             "shared_images": shared["n_images"], "stimuli_bytes_fetched": shared["bytes_fetched"]}
 
 def nsd_voxel_counts(brain_paths: dict, out_csv) -> int:
-    """Voxels per region and subject (``{brain name: response file}``), as a CSV."""
+    """Voxels per region and subject (``{brain name: response file}``), as a CSV: the
+    region's voxels, the data set's images, the shared images the subject's responses were
+    kept for (seen at least the required number of times), and the voxels the region shares
+    with other requested regions (a voxel in a visual area and a stream ROI is in both
+    layers), as ``other:count`` entries joined by ``;``."""
+    fields = ["brain", "subject", "region", "voxels", "images", "shared_images_kept", "shared_voxels"]
     rows = []
     for brain, path in brain_paths.items():
         with ActivationStore(path) as store:
             subject = store.metadata.get("subject", brain)
+            info = store.metadata.get("info", {})
+            shared = {}
+            for a, others in info.get("overlaps", {}).items():
+                for b, n in others.items():
+                    shared.setdefault(a, {})[b] = n
+                    shared.setdefault(b, {})[a] = n
             for region, width in zip(store.layer_names, store.widths):
-                rows.append({"brain": brain, "subject": subject, "region": region, "voxels": width,
-                             "images": len(store.stimulus_ids)})
+                rows.append({
+                    "brain": brain, "subject": subject, "region": region, "voxels": width,
+                    "images": len(store.stimulus_ids),
+                    "shared_images_kept": info.get("n_images", ""),
+                    "shared_voxels": ";".join(f"{b}:{n}" for b, n in shared.get(region, {}).items()),
+                })
     with atomic_path(out_csv) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["brain", "subject", "region", "voxels", "images"])
+        writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
     return len(rows)
