@@ -114,6 +114,24 @@ def test_prepare_stsb_wrong_digest_and_columns(hub, tmp_path):
         prepare_stsb(tmp_path / "b.npz", cache_dir=tmp_path / "c", revision="rev2", **FAST)
 
 
+def test_workflow_stsb_stimuli_record_the_pinned_source_and_content_digest(hub, tmp_path):
+    """prepare_stimuli (the workflow's job) keeps STSB's provenance and adds the digests."""
+    from motalign.datasets.builtin import stimuli_digests
+    from motalign.datasets.stimuli import prepare_stimuli
+
+    data = _stsb_parquet()
+    hub.add_hub_file(STSB_REPO, STSB_REVISION, "data/test-00000-of-00001.parquet", data)
+    out = tmp_path / "stsb.npz"
+    info = prepare_stimuli({"source": "stsb", "kind": "text", "expected_count": 7}, out,
+                           cache_dir=tmp_path / "cache", name="stsb")
+    written = json.loads(provenance_path(out).read_text())
+    assert written == json.loads(json.dumps(info))
+    assert written["revision"] == STSB_REVISION and written["file_sha256"] == hashlib.sha256(data).hexdigest()
+    assert written["name"] == "stsb" and written["config"]["source"] == "stsb"
+    assert written["content_sha256"] == stimuli_digests(out)["content_sha256"]
+    assert set(written["arrays"]) == {"ids", "sentences"}
+
+
 # =========================================================================== ImageNet
 # Five classes.  ILSVRC2012_IDs (the devkit's, 1-based) are in a different order from the
 # sorted WNIDs (the usual 0-based class index), as in the real devkit.

@@ -226,3 +226,32 @@ def test_report_bundles_every_table_and_figure(run):
     snakemake(run, "--report", "report.html")
     html = (run / "report.html").read_text(errors="replace")
     assert "table1" in html and "figure5" in html
+
+
+def test_every_plan_has_one_provenance_job(tmp_path):
+    assert planned_jobs(tmp_path)["provenance"] == 1
+
+
+@slow
+def test_provenance_records_the_weights_and_data_of_the_run(run):
+    results = run / "results"
+    document = json.loads((results / "provenance.json").read_text())
+    activations = document["activations"]
+    assert set(activations) == {str(p.relative_to(run)) for p in results.glob("activations/**/*.npz")} | {
+        str(p.relative_to(run)) for p in results.glob("brains/**/*.npz")}
+    tiny = activations["results/activations/sentences/llama_s.npz"]["weights"]
+    assert tiny["kind"] == "local" and len(tiny["sha256"]) == 64
+    revision = activations["results/activations/sentences/pythia_s1/step4.npz"]["weights"]
+    assert revision["revision"] == "step4" and revision["path"].endswith("step4")
+    stimuli = document["stimuli"]
+    assert set(stimuli) == {str(p.relative_to(run)) for p in results.glob("stimuli/*.npz")}
+    assert all(entry["content_verified"] is True for entry in stimuli.values())
+    assert len(stimuli["results/stimuli/sentences.npz"]["file_sha256"]) == 64
+    assert {"motalign", "numpy", "snakemake"} <= set(document["packages"])
+
+
+@slow
+def test_report_includes_the_provenance(run):
+    snakemake(run, "results/provenance.json", "--report", "provenance_report.html")
+    html = (run / "provenance_report.html").read_text(errors="replace")
+    assert "provenance.json" in html and "Provenance" in html

@@ -213,7 +213,30 @@ def all_targets():
         targets.append(SUBSAMPLING_CSV)
     if THREE_LEVEL:
         targets.append(three_level_paths(THREE_LEVEL_JSON))
+    targets.append(PROVENANCE_JSON)
     return targets + intermediate_targets()
+
+
+# --- used by report.smk: the provenance rule
+
+
+def provenance_inputs():
+    """The activation (and brain response) files and the stimuli files of the run's
+    experiments and analyses."""
+    networks = [t for t in intermediate_targets() if t.endswith(".npz") and is_network_file(t)]
+    datasets = [spec["dataset"] for spec in config["experiments"].values()]
+    for analysis in (SUBSAMPLING, THREE_LEVEL):
+        if analysis:
+            datasets.append(analysis["dataset"])
+    return {
+        "activations": networks,
+        "stimuli": [stimuli_path(d) for d in dict.fromkeys(datasets)],
+    }
+
+
+def is_network_file(path):
+    """Whether a path is an activation or brain response file (below activations/ or brains/)."""
+    return any(path.startswith(results_path(folder) + os.sep) for folder in ("activations", "brains"))
 
 
 # --- used by data.smk

@@ -82,6 +82,10 @@ TABLE_VS_PAPER_MD = results_path("tables", f"{TABLE_KEY}_vs_paper.md")
 FIGURE_PDF = results_path("figures", f"{FIGURE_KEY}.pdf")
 FIGURE_PNG = results_path("figures", f"{FIGURE_KEY}.png")
 
+# --- provenance (report.smk)
+#: the weights, data and software of the run: every activation and stimuli file it used
+PROVENANCE_JSON = results_path("provenance.json")
+
 
 # --- logs and benchmarks
 def job_log(rule_name, key=None):

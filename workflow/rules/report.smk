@@ -1,5 +1,6 @@
 # The paper's tables and figures (catalogue: motalign/workflow/catalogue.yaml), each with a
-# named target rule (`snakemake table1`).
+# named target rule (`snakemake table1`), and the run's provenance (which weights and data
+# every activation and stimuli file came from, and the software and commit of the run).
 
 
 rule table:
@@ -84,3 +85,19 @@ for _figure_id in FIGURES:
         input:
             expand([FIGURE_PDF, FIGURE_PNG], figure_id=_figure_id),
         localrule: True
+
+
+rule provenance:
+    input:
+        **provenance_inputs(),
+    output:
+        report(PROVENANCE_JSON, caption="../report/provenance.rst", category="Provenance"),
+    params:
+        repository=workflow.basedir,
+    log:
+        job_log("provenance"),
+    localrule: True
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/provenance.py"

@@ -1,15 +1,34 @@
 """The built-in stimulus sets, which need no download: sentences from a text file, and
 scikit-learn's handwritten digits (a small image set for tests and the miniature NSD).
 Each ``prepare_*`` writes a stimuli file (format in :mod:`motalign.io.stimuli`)
-atomically."""
+atomically.  :func:`stimuli_digests` is the content digest of any stimuli file, which its
+provenance document records (:mod:`.stimuli`)."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
 
 from ..io.atomic import save_npz
+from ..io.store import array_checksum
+
+
+def stimuli_digests(arrays) -> dict:
+    """Content digests of a stimuli file's arrays (``ids``, ``sentences`` or ``images``,
+    ``labels``; a dict of arrays or a path): ``{"content_sha256", "arrays": {name: sha256}}``.
+    Each array is digested with its dtype and shape (:func:`motalign.io.store.array_checksum`);
+    ``content_sha256`` hashes ``"{name}\\0{digest}\\n"`` over the names in sorted order, so two
+    files with the same stimuli have the same digest whatever else differs."""
+    if not isinstance(arrays, dict):
+        with np.load(arrays, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    digests = {name: array_checksum(np.asarray(arrays[name])) for name in sorted(arrays)}
+    content = hashlib.sha256()
+    for name, digest in digests.items():
+        content.update(f"{name}\0{digest}\n".encode())
+    return {"content_sha256": content.hexdigest(), "arrays": digests}
 
 
 def prepare_text_stimuli(source, out, *, deduplicate: bool = True) -> dict:
@@ -23,7 +42,8 @@ def prepare_text_stimuli(source, out, *, deduplicate: bool = True) -> dict:
         raise ValueError(f"{source}: only {len(sentences)} sentences; at least 10 are needed")
     ids = np.array([f"s{i:05d}" for i in range(len(sentences))])
     save_npz(out, ids=ids, sentences=np.array(sentences))
-    return {"n_sentences": len(sentences), "n_lines": len(lines), "source": str(source)}
+    return {"n_sentences": len(sentences), "n_lines": len(lines), "source": str(source),
+            "file_sha256": hashlib.sha256(Path(source).read_bytes()).hexdigest()}
 
 
 def digit_images(*, n_images: int, image_size: int, seed: int = 0) -> dict:
@@ -53,6 +73,8 @@ def digit_images(*, n_images: int, image_size: int, seed: int = 0) -> dict:
 
 def prepare_digit_images(out, *, n_images: int, image_size: int, seed: int = 0) -> dict:
     """Write :func:`digit_images` as a stimuli file."""
+    from sklearn import __version__ as sklearn_version  # deferred: scikit-learn is slow to import
+
     digits = digit_images(n_images=n_images, image_size=image_size, seed=seed)
     save_npz(out, **digits)
-    return {"n_images": int(len(digits["ids"]))}
+    return {"n_images": int(len(digits["ids"])), "sklearn_version": sklearn_version}

@@ -1,27 +1,50 @@
 """The stimuli file of a data set from its config entry (``datasets.<name>``), dispatched over
 its ``source``: the built-in sets (:mod:`.builtin`), STS-B (:mod:`.stsb`), the ImageNet
 validation subset (:mod:`.imagenet`) and the shared NSD images
-(:mod:`.nsd.images`).  The file format is :mod:`motalign.io.stimuli`'s."""
+(:mod:`.nsd.images`).  The file format is :mod:`motalign.io.stimuli`'s.
+
+Every stimuli file gets a provenance document beside it, ``<out>.json``
+(:func:`motalign.datasets.download.provenance_path`): what its source recorded (STSB and
+ImageNet: repository, pinned revision, file digests; a text file: its path and SHA-256;
+scikit-learn's digits: the scikit-learn version; NSD: the root and the images' digest),
+the data set's name and config entry, and the digests of the file's arrays
+(:func:`.builtin.stimuli_digests`), by which two runs' stimuli can be compared."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from .builtin import prepare_digit_images, prepare_text_stimuli
+from ..io.atomic import write_json
+from .builtin import prepare_digit_images, prepare_text_stimuli, stimuli_digests
+from .download import provenance_path
 from .imagenet import IMAGENET_HUB_REPO, prepare_imagenet
 from .nsd.images import prepare_nsd_images
 from .stsb import STSB_REVISION, prepare_stsb
 
 
 def prepare_stimuli(dataset: dict, out, *, nsd_root=None, cache_dir=None, name="?") -> dict:
-    """Build a data set's stimuli file from its config entry (``datasets.<name>``).
-    Downloads (STSB, the ImageNet hub shards) are kept in ``cache_dir``."""
+    """Build a data set's stimuli file from its config entry (``datasets.<name>``), and its
+    provenance document ``<out>.json``.  Downloads (STSB, the ImageNet hub shards) are kept
+    in ``cache_dir``.  Returns the provenance."""
+    info = _prepare(dataset, out, nsd_root=nsd_root, cache_dir=cache_dir, name=name)
+    digests = stimuli_digests(out)
+    if dataset["source"] == "nsd":
+        info = {**info, "source": "nsd", "nsd_root": str(nsd_root),
+                "images_sha256": digests["arrays"]["images"]}
+    provenance = {**info, "name": name, "config": dataset, **digests}
+    write_json(provenance_path(out), provenance)
+    return provenance
+
+
+def _prepare(dataset: dict, out, *, nsd_root, cache_dir, name) -> dict:
     source = dataset["source"]
     if source == "file":
-        return prepare_text_stimuli(dataset["path"], out)
+        info = prepare_text_stimuli(dataset["path"], out)
+        return {**info, "source": "file", "path": info["source"]}
     if source == "sklearn_digits":
-        return prepare_digit_images(out, n_images=dataset["n_images"],
+        info = prepare_digit_images(out, n_images=dataset["n_images"],
                                     image_size=dataset["image_size"], seed=dataset.get("seed", 0))
+        return {**info, "source": "sklearn_digits"}
     if source == "nsd":
         return prepare_nsd_images(nsd_root, out)
     if source == "stsb":

@@ -22,10 +22,17 @@ Conventions that make the numbers reproducible:
   checkpoint trajectories (Pythia-style ``step{N}``) are stored.
 * On CUDA the weights are loaded in bfloat16 (float16 where bf16 is unsupported); the means
   are always accumulated in float32.
+
+Provenance (:func:`weights_provenance`): for a hub id, the commit that ``revision`` resolved
+to, read from the local hub cache (``models--{owner}--{name}/refs/{revision}`` or the
+``snapshots/{commit}`` folder); for a local folder, a SHA-256 over its weight files
+(:func:`weights_digest`).  :func:`branch_revision_warning` says which commit to pin when a
+hub revision is a branch (``main``) rather than a commit.
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import os
 import re
@@ -34,9 +41,13 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["text_activations", "image_activations", "hidden_state_names"]
+__all__ = ["text_activations", "image_activations", "hidden_state_names", "weights_provenance",
+           "weights_digest", "hub_snapshot_commit", "branch_revision_warning"]
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?")
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+#: the files that hold a model's weights, digested for local folders
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 
 
 # --------------------------------------------------------------------------- naming
@@ -142,6 +153,89 @@ def _accepts(module, arg: str) -> bool:
         return arg in inspect.signature(module.forward).parameters
     except (TypeError, ValueError):
         return False
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def _file_sha256(path, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk_size), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_digest(folder) -> tuple[str, dict[str, str]]:
+    """SHA-256 over the weight files (:data:`WEIGHT_SUFFIXES`) directly in ``folder`` (the
+    files ``from_pretrained`` reads; sub-folders are other revisions), and each file's
+    digest.  The digest hashes ``"{name}\\0{file sha256}\\n"`` for the files in sorted order,
+    so it depends on the names and contents only."""
+    files = {p.name: _file_sha256(p) for p in sorted(Path(folder).iterdir())
+             if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)}
+    digest = hashlib.sha256()
+    for name, sha in files.items():
+        digest.update(f"{name}\0{sha}\n".encode())
+    return digest.hexdigest(), files
+
+
+def _hub_cache_dir() -> Path:
+    try:
+        from huggingface_hub import constants  # deferred: the models extra
+    except ImportError:
+        home = os.environ.get("HF_HOME", os.path.join(os.path.expanduser("~"), ".cache", "huggingface"))
+        return Path(os.environ.get("HF_HUB_CACHE", os.path.join(home, "hub")))
+    return Path(constants.HF_HUB_CACHE)
+
+
+def hub_snapshot_commit(repo_id: str, revision: str | None = None, *, cache_dir=None) -> str | None:
+    """The commit that ``revision`` (default ``main``) of the hub model ``repo_id`` resolved
+    to in the local hub cache (``cache_dir``, default the ``huggingface_hub`` one):
+    ``models--{owner}--{name}/refs/{revision}`` for a branch or tag, the ``snapshots/{commit}``
+    folder for a commit.  None when the cache holds no such snapshot."""
+    repo = Path(cache_dir or _hub_cache_dir()) / ("models--" + repo_id.replace("/", "--"))
+    revision = revision or "main"
+    if _COMMIT.fullmatch(revision):
+        return revision if (repo / "snapshots" / revision).is_dir() else None
+    try:
+        commit = (repo / "refs" / revision).read_text().strip()
+    except OSError:
+        return None
+    return commit if _COMMIT.fullmatch(commit) and (repo / "snapshots" / commit).is_dir() else None
+
+
+def weights_provenance(model_name_or_path, revision: str | None = None, *, cache_dir=None) -> dict:
+    """Where a model's weights came from: ``{"kind": "hub", "id", "revision", "commit"}``
+    (the commit from :func:`hub_snapshot_commit`; call it after loading, once the snapshot is
+    in the cache) or ``{"kind": "local", "id", "revision", "path", "sha256", "files"}`` (the
+    folder that was loaded, ``path/revision`` for a revision, digested by
+    :func:`weights_digest`)."""
+    name = os.fspath(model_name_or_path)
+    if _is_timm(name):
+        repo_id = name[len("hf-hub:"):] if name.startswith("hf-hub:") else name
+        return {"kind": "hub", "id": repo_id, "revision": revision,
+                "commit": hub_snapshot_commit(repo_id, revision, cache_dir=cache_dir)}
+    path, hub_revision, is_local = _resolve(name, revision)
+    if not is_local:
+        return {"kind": "hub", "id": path, "revision": hub_revision,
+                "commit": hub_snapshot_commit(path, hub_revision, cache_dir=cache_dir)}
+    sha256, files = weights_digest(path)
+    return {"kind": "local", "id": name, "revision": revision, "path": path, "sha256": sha256, "files": files}
+
+
+def branch_revision_warning(setting: str, weights: dict) -> str | None:
+    """The warning for a hub model whose revision is not a commit (a branch such as ``main``,
+    a tag, or none at all), naming the commit this run used; None otherwise."""
+    if weights.get("kind") != "hub":
+        return None
+    revision, commit = weights.get("revision"), weights.get("commit")
+    if revision is not None and _COMMIT.fullmatch(str(revision)):
+        return None
+    said = "not set (the hub's default branch)" if revision is None else f"{revision!r}"
+    if commit is None:
+        return (f"{setting} is {said}, and the commit it resolved to is not in the hub cache "
+                f"({_hub_cache_dir()}); pin a commit (40 hex digits)")
+    return f"{setting} is {said}; this run used commit {commit} -- pin it ({setting}: {commit})"
 
 
 # --------------------------------------------------------------------------- text

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 from ..io.stimuli import read_stimuli, stimulus_payload
 from ..io.store import write_activations
+from .provenance import installed_versions
+
+log = logging.getLogger(__name__)
+
+#: the distributions whose versions an activation file records (those installed)
+EXTRACTION_PACKAGES = ("torch", "transformers", "tokenizers", "huggingface-hub", "safetensors", "timm")
 
 
 def train_tiny_model(model: dict, stimuli_path, out_dir) -> dict:
@@ -24,10 +32,15 @@ def train_tiny_model(model: dict, stimuli_path, out_dir) -> dict:
         image_size=int(stimuli["images"].shape[1]), steps=train["steps"], seed=train["seed"],
     )
 
+
 def extract_activations(model: dict, model_path, stimuli_path, out, *, revision, include_embeddings: bool,
                         batch_size: int, device: str, meta=None) -> dict:
     """Layer activations of a model on a data set, as an activation store.  The settings
-    come from the workflow's config (``include_embeddings``, ``extraction``)."""
+    come from the workflow's config (``include_embeddings``, ``extraction``).  The store's
+    metadata records where the weights came from (``weights``:
+    :func:`motalign.models.extract.weights_provenance`) and the versions of the extraction
+    packages (``software``); a hub revision that is not a commit is logged as a warning
+    that names the commit to pin."""
     from ..models import extract  # deferred: torch and transformers
 
     stimuli = read_stimuli(stimuli_path)
@@ -40,7 +53,15 @@ def extract_activations(model: dict, model_path, stimuli_path, out, *, revision,
     names = extract.hidden_state_names(len(hidden))
     if not include_embeddings:
         hidden, names = hidden[1:], names[1:]
+    weights = extract.weights_provenance(model_path, revision)
+    name = (meta or {}).get("name", "?")
+    setting = (f"models.{name}.revision" if revision == model.get("revision")
+               else f"the revision of models.{name} (three_level.revisions)")
+    warning = extract.branch_revision_warning(setting, weights)
+    if warning:
+        log.warning(warning)
     write_activations(out, dict(zip(names, hidden)), stimulus_ids=stimuli["ids"],
                       metadata={**(meta or {}), "model": str(model_path), "revision": revision,
-                                "include_embeddings": include_embeddings})
-    return {"layers": len(names), "width": int(hidden[0].shape[1])}
+                                "include_embeddings": include_embeddings, "weights": weights,
+                                "software": installed_versions(EXTRACTION_PACKAGES)})
+    return {"layers": len(names), "width": int(hidden[0].shape[1]), "weights": weights}
