@@ -41,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..datasets.download import file_sha256
+
 __all__ = ["text_activations", "image_activations", "hidden_state_names", "weights_provenance",
            "weights_digest", "hub_snapshot_commit", "branch_revision_warning"]
 
@@ -158,20 +160,12 @@ def _accepts(module, arg: str) -> bool:
 # --------------------------------------------------------------------------- provenance
 
 
-def _file_sha256(path, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk_size), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def weights_digest(folder) -> tuple[str, dict[str, str]]:
     """SHA-256 over the weight files (:data:`WEIGHT_SUFFIXES`) directly in ``folder`` (the
     files ``from_pretrained`` reads; sub-folders are other revisions), and each file's
     digest.  The digest hashes ``"{name}\\0{file sha256}\\n"`` for the files in sorted order,
     so it depends on the names and contents only."""
-    files = {p.name: _file_sha256(p) for p in sorted(Path(folder).iterdir())
+    files = {p.name: file_sha256(p) for p in sorted(Path(folder).iterdir())
              if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)}
     digest = hashlib.sha256()
     for name, sha in files.items():
