@@ -56,6 +56,7 @@ DISTRIBUTION_MODULES = {
     "pytables": {"tables"},
     "python-dateutil": {"dateutil"},
     "huggingface-hub": {"huggingface_hub"},
+    "scikit-image": {"skimage"},
 }
 
 #: distributions that a distribution always installs (its hard requirements, the same on
@@ -77,13 +78,13 @@ REQUIRES = {
 #: no import statement of ours shows: {module: {needed module: why}}
 IMPLIED = {
     "transformers": {
-        # AutoImageProcessor (motalign.models.extract, DINOv2 and ViT-MAE) picks the
-        # torchvision backend of transformers >= 5 when torchvision is importable and the
-        # PIL one (BitImageProcessorPil, ViTImageProcessorPil) otherwise; the PIL one needs
-        # Pillow alone.  The envs carry Pillow and not torchvision, so that the conda jobs
-        # use the same backend (and get the same pixels) as CI's pip environment, which has
-        # no torchvision either.
+        # AutoImageProcessor (motalign.models.extract, DINOv2 and ViT-MAE) is asked for the
+        # PIL backend (BitImageProcessorPil, ViTImageProcessorPil), which needs Pillow.
         "PIL": "transformers' image processors (DINOv2, ViT-MAE) need Pillow",
+    },
+    "timm": {
+        # timm imports torchvision (torchvision.ops, transforms) on `import timm`
+        "torchvision": "timm imports torchvision",
     },
 }
 
@@ -94,11 +95,6 @@ ALLOWED_MISSING = {
         "the MOT engine imports torch only for mot.solver sinkhorn or a CUDA device, for which "
         "common.smk runs the MOT jobs in torch.yaml; with device auto it falls back to the CPU "
         "when torch is missing (motalign.inner.options.resolve_device)",
-    ),
-    "timm": (
-        {"torch.yaml"},
-        "only models of family timm (names 'timm/...' or 'hf-hub:...') import it, none of the "
-        "shipped configs has one, and extraction then asks to `pip install timm`",
     ),
 }
 

@@ -19,6 +19,7 @@ from conftest import LoopbackServer  # noqa: E402
 from motalign.datasets.download import provenance_path  # noqa: E402
 from motalign.datasets.imagenet import IMAGENET_VAL_SHARDS, prepare_imagenet, select_per_class  # noqa: E402
 from motalign.datasets.stsb import STSB_REPO, STSB_REVISION, derive_stsb_sentences, prepare_stsb  # noqa: E402
+from motalign.io.stimuli import EncodedImages, stimulus_payload  # noqa: E402
 
 
 @pytest.fixture
@@ -140,7 +141,7 @@ SORTED = sorted(WNIDS_BY_ID.values())
 INDEX_OF_ID = {i: SORTED.index(w) for i, w in WNIDS_BY_ID.items()}
 N_PER_CLASS = 6
 N_IMAGES = 5 * N_PER_CLASS
-SIZE = 16
+SIZES = [(40, 24), (24, 40), (32, 32), (50, 20)]  # (width, height) by number % 4
 
 
 def _ground_truth_ids():
@@ -158,7 +159,7 @@ def _colour(number):
 
 def _jpeg(number) -> bytes:
     """A solid-colour JPEG whose colour encodes its number; sizes and modes vary."""
-    width, height = [(40, 24), (24, 40), (32, 32), (50, 20)][number % 4]
+    width, height = SIZES[number % 4]
     image = Image.new("RGB", (width, height), _colour(number))
     if number % 5 == 0:
         image = image.convert("CMYK")
@@ -222,20 +223,30 @@ def imagenet_files(tmp_path_factory):
 
 
 def _check_images(stimuli):
-    """Every stored image is its own (decoded, resized, cropped) source image."""
-    for name, image in zip(stimuli["ids"], stimuli["images"]):
+    """Every stored image is its own source file, byte for byte, and decodes to its own
+    (original) size and colour."""
+    assert {"image_bytes", "image_offsets"} <= set(stimuli) and "images" not in stimuli
+    assert stimuli["image_bytes"].dtype == np.uint8 and stimuli["image_bytes"].ndim == 1
+    assert stimuli["image_offsets"].dtype == np.int64
+    assert stimuli["image_offsets"].shape == (len(stimuli["ids"]) + 1,)
+    images = stimulus_payload(stimuli)
+    assert isinstance(images, EncodedImages) and len(images) == len(stimuli["ids"])
+    for k, name in enumerate(stimuli["ids"]):
         number = int(name.rsplit("_", 1)[1])
+        assert images.encoded(k) == _jpeg(number)
+        image = images[k]
+        width, height = SIZES[number % 4]
+        assert image.shape == (height, width, 3) and image.dtype == np.uint8
         centre = image[4:-4, 4:-4].reshape(-1, 3).mean(axis=0)
         assert np.all(np.abs(centre - np.array(_colour(number))) < 12), (name, centre)
 
 
 def test_prepare_imagenet_from_archive_and_devkit(imagenet_files, tmp_path):
     out = tmp_path / "imagenet.npz"
-    info = prepare_imagenet(out, per_class=4, seed=0, image_size=SIZE,
+    info = prepare_imagenet(out, per_class=4, seed=0,
                             archive=imagenet_files["archive"], devkit=imagenet_files["devkit"])
     stimuli = _load(out)
-    assert set(stimuli) == {"ids", "images", "labels"}
-    assert stimuli["images"].shape == (20, SIZE, SIZE, 3) and stimuli["images"].dtype == np.uint8
+    assert set(stimuli) == {"ids", "image_bytes", "image_offsets", "labels"}
     assert stimuli["labels"].dtype == np.int64
     labels, counts = np.unique(stimuli["labels"], return_counts=True)
     assert list(labels) == [0, 1, 2, 3, 4] and set(counts) == {4}
@@ -251,28 +262,79 @@ def test_prepare_imagenet_from_archive_and_devkit(imagenet_files, tmp_path):
 
     # reproducible, independent of the archive's member order, and seed-dependent
     again = tmp_path / "again.npz"
-    prepare_imagenet(again, per_class=4, seed=0, image_size=SIZE,
+    prepare_imagenet(again, per_class=4, seed=0,
                      archive=imagenet_files["archive_reordered"], devkit=imagenet_files["devkit"])
     second = _load(again)
     for key in stimuli:
         np.testing.assert_array_equal(stimuli[key], second[key])
     other = tmp_path / "other.npz"
-    prepare_imagenet(other, per_class=4, seed=1, image_size=SIZE,
+    prepare_imagenet(other, per_class=4, seed=1,
                      archive=imagenet_files["archive"], devkit=imagenet_files["devkit"])
     assert list(_load(other)["ids"]) != list(stimuli["ids"])
+
+
+def test_imagenet_stores_the_archive_members_byte_for_byte(imagenet_files, tmp_path):
+    from motalign.datasets.builtin import stimuli_digests
+    from motalign.datasets.stimuli import prepare_stimuli
+
+    out = tmp_path / "imagenet.npz"
+    info = prepare_stimuli({"kind": "images", "source": "imagenet", "per_class": 4,
+                            "archive": str(imagenet_files["archive"]), "devkit": str(imagenet_files["devkit"])},
+                           out, name="imagenet")
+    stimuli = _load(out)
+    data, offsets = stimuli["image_bytes"], stimuli["image_offsets"]
+    with tarfile.open(imagenet_files["archive"]) as tar:
+        for k, name in enumerate(stimuli["ids"]):
+            member = tar.extractfile(f"{name}.JPEG").read()
+            stored = data[offsets[k]:offsets[k + 1]].tobytes()
+            assert hashlib.sha256(stored).hexdigest() == hashlib.sha256(member).hexdigest()
+    assert offsets[0] == 0 and offsets[-1] == data.size == info["image_bytes"]
+    assert "original files" in info["preprocessing"] and "image_shape" not in info
+    sizes = [SIZES[int(name[-8:]) % 4] for name in stimuli["ids"]]
+    assert info["image_widths"] == [min(w for w, _ in sizes), max(w for w, _ in sizes)]
+    assert info["image_heights"] == [min(h for _, h in sizes), max(h for _, h in sizes)]
+    assert set(info["arrays"]) == {"ids", "image_bytes", "image_offsets", "labels"}
+    assert info["content_sha256"] == stimuli_digests(out)["content_sha256"]
+    # image 5 is a CMYK JPEG: decoded to RGB at its original size
+    cmyk = [k for k, name in enumerate(stimuli["ids"]) if int(name[-8:]) % 5 == 0]
+    assert cmyk and stimulus_payload(stimuli)[cmyk[0]].shape[-1] == 3
+
+
+def test_imagenet_image_size_is_gone(imagenet_files, tmp_path):
+    from motalign.datasets.stimuli import prepare_stimuli
+
+    with pytest.raises(TypeError, match="no longer takes image_size"):
+        prepare_imagenet(tmp_path / "o.npz", image_size=224, archive=imagenet_files["archive"],
+                         devkit=imagenet_files["devkit"])
+    with pytest.raises(ValueError, match=r"datasets\.inet\.image_size"):
+        prepare_stimuli({"kind": "images", "source": "imagenet", "image_size": 224,
+                         "archive": str(imagenet_files["archive"]), "devkit": str(imagenet_files["devkit"])},
+                        tmp_path / "o.npz", name="inet")
+    assert not (tmp_path / "o.npz").exists()
+
+
+def test_imagenet_undecodable_member_is_named(tmp_path):
+    archive = tmp_path / "ILSVRC2012_img_val.tar"
+    with tarfile.open(archive, "w") as tar:
+        for n in range(1, N_IMAGES + 1):
+            _add(tar, f"ILSVRC2012_val_{n:08d}.JPEG", _jpeg(n)[:40] if n == 7 else _jpeg(n))
+    with pytest.raises(ValueError, match=r"ILSVRC2012_val_00000007\.JPEG: cannot decode"):
+        prepare_imagenet(tmp_path / "o.npz", per_class=N_PER_CLASS, archive=archive,
+                         devkit=_devkit(tmp_path / "devkit.tar.gz"))
+    assert not (tmp_path / "o.npz").exists()
 
 
 def test_prepare_imagenet_with_labels_file(imagenet_files, tmp_path):
     labels_file = tmp_path / "labels.txt"
     labels_file.write_text("".join(f"{INDEX_OF_ID[i]}\n" for i in GT_IDS))
     out = tmp_path / "a.npz"
-    info = prepare_imagenet(out, per_class=N_PER_CLASS, image_size=SIZE,
+    info = prepare_imagenet(out, per_class=N_PER_CLASS,
                             archive=imagenet_files["archive"], labels_file=labels_file)
     stimuli = _load(out)
     assert len(stimuli["ids"]) == N_IMAGES  # every image, as each class has exactly 6
     assert info["label_space"] == "as_given"
     reference = tmp_path / "b.npz"
-    prepare_imagenet(reference, per_class=N_PER_CLASS, image_size=SIZE,
+    prepare_imagenet(reference, per_class=N_PER_CLASS,
                      archive=imagenet_files["archive"], devkit=imagenet_files["devkit"])
     np.testing.assert_array_equal(stimuli["labels"], _load(reference)["labels"])
 
@@ -280,7 +342,7 @@ def test_prepare_imagenet_with_labels_file(imagenet_files, tmp_path):
 def test_devkit_without_meta_uses_id_minus_one(imagenet_files, tmp_path, caplog):
     devkit = _devkit(tmp_path / "devkit.tar.gz", with_meta=False)
     with caplog.at_level(logging.WARNING, logger="motalign.datasets.imagenet"):
-        info = prepare_imagenet(tmp_path / "a.npz", per_class=2, image_size=SIZE,
+        info = prepare_imagenet(tmp_path / "a.npz", per_class=2,
                                 archive=imagenet_files["archive"], devkit=devkit)
     assert info["label_space"] == "ilsvrc2012_id_minus_1"
     stimuli = _load(tmp_path / "a.npz")
@@ -355,7 +417,7 @@ def test_imagenet_default_shards_are_the_hub_validation_files():
 def test_prepare_imagenet_from_gated_hub(hub, imagenet_files, tmp_path, monkeypatch):
     for shard, data in zip(HUB_SHARDS, _hub_shards()):
         hub.add_hub_file("ILSVRC/imagenet-1k", "main", shard, data, token="hf_test", gated=True)
-    kwargs = dict(per_class=4, seed=0, image_size=SIZE, cache_dir=tmp_path / "cache",
+    kwargs = dict(per_class=4, seed=0, cache_dir=tmp_path / "cache",
                   shards=HUB_SHARDS, **FAST)
 
     with pytest.raises(PermissionError) as info:
@@ -370,7 +432,7 @@ def test_prepare_imagenet_from_gated_hub(hub, imagenet_files, tmp_path, monkeypa
     out = tmp_path / "hub.npz"
     info = prepare_imagenet(out, **kwargs)
     stimuli = _load(out)
-    assert stimuli["images"].shape == (20, SIZE, SIZE, 3)
+    assert len(stimulus_payload(stimuli)) == 20
     assert info["source"] == "huggingface" and info["ids_from"] == "image_path"
     assert set(info["shard_sha256"]) == set(HUB_SHARDS)
     _check_images(stimuli)
@@ -381,14 +443,14 @@ def test_prepare_imagenet_from_gated_hub(hub, imagenet_files, tmp_path, monkeypa
     n_requests = len(hub.requests)
     prepare_imagenet(tmp_path / "again.npz", **kwargs)  # cached, verified shards
     assert len(hub.requests) == n_requests
-    np.testing.assert_array_equal(_load(tmp_path / "again.npz")["images"], stimuli["images"])
+    np.testing.assert_array_equal(_load(tmp_path / "again.npz")["image_bytes"], stimuli["image_bytes"])
 
     # the same images as from the archive with the devkit's ground truth
     reference = tmp_path / "archive.npz"
-    prepare_imagenet(reference, per_class=4, seed=0, image_size=SIZE,
+    prepare_imagenet(reference, per_class=4, seed=0,
                      archive=imagenet_files["archive"], devkit=imagenet_files["devkit"])
     expected = _load(reference)
-    for key in ("ids", "labels", "images"):
+    for key in ("ids", "labels", "image_bytes", "image_offsets"):
         np.testing.assert_array_equal(stimuli[key], expected[key])
 
 
@@ -397,10 +459,27 @@ def test_hub_class_too_small_names_the_class(hub, tmp_path, monkeypatch):
     for shard, data in zip(HUB_SHARDS, _hub_shards()):
         hub.add_hub_file("ILSVRC/imagenet-1k", "main", shard, data, token="hf_test")
     with pytest.raises(ValueError, match="class 0 has only 6 images"):
-        prepare_imagenet(tmp_path / "x.npz", per_class=10, image_size=SIZE,
+        prepare_imagenet(tmp_path / "x.npz", per_class=10,
                          cache_dir=tmp_path / "cache", shards=HUB_SHARDS, **FAST)
     with pytest.raises(ValueError, match="cache_dir"):
         prepare_imagenet(tmp_path / "x.npz", shards=HUB_SHARDS, **FAST)
+
+
+def test_hub_undecodable_row_is_named(hub, tmp_path):
+    numbers = list(range(1, N_IMAGES + 1))
+    table = pa.table({
+        "image": pa.array([{"bytes": b"not an image" if n == 3 else _jpeg(n),
+                            "path": f"ILSVRC2012_val_{n:08d}.JPEG"} for n in numbers],
+                          pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+        "label": pa.array([INDEX_OF_ID[GT_IDS[n - 1]] for n in numbers], pa.int64()),
+    })
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    shard = ("data/validation-00000-of-00001.parquet",)
+    hub.add_hub_file("ILSVRC/imagenet-1k", "main", shard[0], buffer.getvalue())
+    with pytest.raises(ValueError, match=r"validation-00000-of-00001\.parquet\), row 2: cannot decode"):
+        prepare_imagenet(tmp_path / "x.npz", per_class=N_PER_CLASS, cache_dir=tmp_path / "cache",
+                         shards=shard, **FAST)
 
 
 def test_hub_rows_without_paths_get_row_order_ids(hub, tmp_path, caplog):
@@ -415,7 +494,7 @@ def test_hub_rows_without_paths_get_row_order_ids(hub, tmp_path, caplog):
     shard = ("data/validation-00000-of-00001.parquet",)
     hub.add_hub_file("ILSVRC/imagenet-1k", "main", shard[0], buffer.getvalue())
     with caplog.at_level(logging.WARNING, logger="motalign.datasets.imagenet"):
-        info = prepare_imagenet(tmp_path / "x.npz", per_class=2, image_size=SIZE,
+        info = prepare_imagenet(tmp_path / "x.npz", per_class=2,
                                 cache_dir=tmp_path / "cache", shards=shard, **FAST)
     assert info["ids_from"] == "row_order"
     _check_images(_load(tmp_path / "x.npz"))

@@ -2,6 +2,9 @@
 # validated against workflow/schemas/config.schema.yaml, which filled in every default;
 # the output layouts are those of paths.smk.
 
+import re
+
+from motalign.models.pretrained import package_key, package_specs
 from motalign.workflow.config import (
     METHODS,
     check_config,
@@ -75,6 +78,24 @@ def nsd_root():
 
 def model_dir(model):
     return MODEL_DIR.format(model=model)
+
+
+def models_from(source):
+    """Names of the config's models with this source (tiny, hub, package)."""
+    return [name for name, model in config.get("models", {}).items() if model["source"] == source]
+
+
+def one_of(names):
+    """A wildcard constraint that matches exactly these names (nothing when there are none)."""
+    return "|".join(re.escape(n) for n in names) or "(?!)"
+
+
+#: the packaged checkpoints' specs, by package key (motalign.models.pretrained)
+PACKAGES = package_specs(config)
+
+
+def package_wheel(model):
+    return PACKAGE_WHEEL.format(package=package_key(config["models"][model]["package"]))
 
 
 def nsd_subjects():
@@ -259,14 +280,15 @@ def stimuli_inputs(wildcards):
 def model_inputs(wildcards):
     model = config["models"][wildcards.model]
     inputs = {"stimuli": stimuli_path(wildcards.dataset)}
-    if model["source"] == "tiny":
+    if model["source"] in ("tiny", "package"):
         inputs["model"] = model_dir(wildcards.model)
     return inputs
 
 
 def model_location(model_name):
+    """Where extraction loads a model from: the folder made here (tiny, package) or the hub id."""
     model = config["models"][model_name]
-    return model_dir(model_name) if model["source"] == "tiny" else model["id"]
+    return model_dir(model_name) if model["source"] in ("tiny", "package") else model["id"]
 
 
 # --- used by alignment.smk

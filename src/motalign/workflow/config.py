@@ -81,6 +81,11 @@ def check_config(config: dict) -> None:
                     f"models.{name}.train.dataset: a {model['modality']} model cannot be trained "
                     f"on the {_dataset_modality(config, train['dataset'])} data set {train['dataset']!r}"
                 )
+        elif model["source"] == "package":
+            if "package" not in model or "blocks" not in model:
+                raise ConfigError(f"models.{name}: a packaged checkpoint needs 'package' and 'blocks'")
+            if model["package"]["format"] == "efficientnet_pytorch" and model["family"] != "timm":
+                raise ConfigError(f"models.{name}.family: an efficientnet_pytorch checkpoint is a timm model")
         elif "blocks" not in model or "id" not in model:
             raise ConfigError(f"models.{name}: a hub model needs 'id' and 'blocks'")
     for name, dataset in datasets.items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from ..io.stimuli import read_stimuli, stimulus_payload
+from ..io.stimuli import has_encoded_images, read_stimuli, stimulus_payload
 from ..io.store import write_activations
 from .provenance import installed_versions
 
@@ -27,6 +27,11 @@ def train_tiny_model(model: dict, stimuli_path, out_dir) -> dict:
             steps=train["steps"], seed=train["seed"],
             checkpoint_steps=train.get("checkpoint_steps"),
         )
+    if has_encoded_images(stimuli):
+        dataset = train.get("dataset", stimuli_path)
+        raise ValueError(f"train.dataset {dataset!r} ({stimuli_path}) holds images as their original files, "
+                         "of varying size; a tiny vision model trains on images of one size (an N x H x W x 3 "
+                         "'images' array, e.g. a data set of source sklearn_digits)")
     return tiny_models.train_vision_model(
         model["family"], model["architecture"], stimuli["images"], stimuli.get("labels"), out_dir,
         image_size=int(stimuli["images"].shape[1]), steps=train["steps"], seed=train["seed"],
@@ -49,7 +54,8 @@ def extract_activations(model: dict, model_path, stimuli_path, out, *, revision,
     if model["modality"] == "text":
         hidden = extract.text_activations(model_path, stimulus_payload(stimuli), **kwargs)
     else:
-        hidden = extract.image_activations(model_path, stimuli["images"], **kwargs)
+        # an image array, or the original files decoded one batch at a time
+        hidden = extract.image_activations(model_path, stimulus_payload(stimuli), **kwargs)
     names = extract.hidden_state_names(len(hidden))
     if not include_embeddings:
         hidden, names = hidden[1:], names[1:]
