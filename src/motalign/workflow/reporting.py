@@ -149,11 +149,16 @@ def label(config: dict, name: str) -> str:
 
 
 def table_experiments(table_id: str, config: dict) -> list:
-    """The experiments a table summarises (those of the config that exist)."""
+    """The experiments a table summarises: those of the config that exist and, for score
+    and hierarchy tables, run a method that feeds at least one of its columns (an experiment
+    without mot_r feeds no MOT+R-only table)."""
     spec = TABLES[table_id]
     if spec.baseline:
         return list(config.get("baselines", {}).get(spec.baseline, []))
-    return [e for e in spec.experiments if e in config.get("experiments", {})]
+    experiments = config.get("experiments", {})
+    columns = SCORE_COLUMNS if spec.kind == "scores" else HIERARCHY_COLUMNS
+    needed = {columns[c][0] for c in spec.columns if c in columns}
+    return [e for e in spec.experiments if e in experiments and (not needed or needed & set(experiments[e]["methods"]))]
 
 
 def _read_csv(path):
