@@ -51,3 +51,13 @@ def test_inner_ot_benchmark_lists_the_paper_suites(capsys):
     assert max(e.stimuli for e in bench.SUITES["paper"]) == 16000
     shapes = {(len(e.widths_x), len(e.widths_y)) for e in bench.SUITES["paper"]}
     assert (28, 36) in shapes and (32, 40) in shapes  # Llama-3B~Qwen-3B, MAE-H~DINOv2-G
+
+
+def test_linear_predictivity_benchmark_agrees_with_ridgecv(tmp_path, capsys):
+    bench = load_script("linear_predictivity")
+    out = tmp_path / "lp.json"
+    rows = bench.main(["--stimuli", "30", "90", "--layers", "2", "--width", "40", "--out", str(out)])
+    assert [r["mode"] for r in rows] == ["gram", "svd"]
+    assert all(r["same_penalties"] and r["max_score_diff"] < 1e-8 for r in rows)
+    assert json.loads(out.read_text())["rows"] == rows
+    assert "| shared decomposition (s) |" in capsys.readouterr().out

@@ -19,15 +19,8 @@ import pytest
 import yaml
 
 from motalign.models import pretrained
-from motalign.models.pretrained import (
-    PACKAGE_RECORD,
-    convert_package,
-    efficientnet_pytorch_to_timm,
-    fetch_wheel,
-    package_key,
-    package_specs,
-    verify_wheel,
-)
+from motalign.models.convert import convert_package, efficientnet_pytorch_to_timm
+from motalign.models.pretrained import PACKAGE_RECORD, fetch_wheel, package_key, package_specs, verify_wheel
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = yaml.safe_load((ROOT / "config" / "pretrained.yaml").read_text())

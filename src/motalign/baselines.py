@@ -31,6 +31,7 @@ from ._validation import Layers, check_layers, check_like_fit, check_paired
 from .couplings import one_hot_rows
 from .metrics import columnwise_pearson
 from .preprocessing import LayerStats
+from .ridge import SharedRidgeLOO
 from .solvers import correlation_ot
 
 __all__ = ["GlobalOT", "GlobalLinearPredictivity", "PairwiseLinearPredictivity", "PairwiseRSA"]
@@ -216,7 +217,7 @@ class PairwiseLinearPredictivity(_ReconstructionBaseline):
 
     For every source layer l and target layer m, ridge regression (no intercept, z-scored
     data) from ``Y_m`` to ``X_l`` with its penalty chosen from ``alphas`` by efficient
-    leave-one-out cross-validation (:class:`sklearn.linear_model.RidgeCV`).  Each source
+    leave-one-out cross-validation (as :class:`sklearn.linear_model.RidgeCV`).  Each source
     layer is then reconstructed from its best target layer only.
 
     Selection criterion (fit stimuli only, never held-out data): ``cv_score_[l, m]`` is the
@@ -247,8 +248,10 @@ class PairwiseLinearPredictivity(_ReconstructionBaseline):
     Notes
     -----
     ``score`` is the mean of the layer scores (each layer's mean held-out r over its units).
-    L * M ridge problems are solved; the cost of each is dominated by one decomposition of
-    ``Y_m`` plus one product per penalty.
+    L * M ridge problems are solved with the numbers of
+    :class:`~sklearn.linear_model.RidgeCV` (``fit_intercept=False``), but each target layer
+    ``Y_m`` is decomposed once for all L source layers and all penalties
+    (:class:`motalign.ridge.SharedRidgeLOO`): M decompositions instead of L * M.
     """
 
     def __init__(self, alphas=DEFAULT_ALPHAS):
@@ -263,14 +266,15 @@ class PairwiseLinearPredictivity(_ReconstructionBaseline):
         self.best_match_ = np.zeros(n_x, dtype=int)
         self.coef_ = [None] * n_x
         for m, target in enumerate(yz):
+            ridge = SharedRidgeLOO(target, self.alphas)  # one decomposition of Y_m for every X_l and penalty
             for l, source in enumerate(xz):
-                ridge = RidgeCV(alphas=self.alphas, fit_intercept=False).fit(target, source)
-                self.alpha_[l, m] = ridge.alpha_
-                self.cv_score_[l, m] = ridge.best_score_
+                fit = ridge.fit(source)
+                self.alpha_[l, m] = fit.alpha
+                self.cv_score_[l, m] = fit.score
                 # keep only the running best (first on ties) of each row
                 if m == 0 or self.cv_score_[l, m] > self.cv_score_[l, self.best_match_[l]]:
                     self.best_match_[l] = m
-                    self.coef_[l] = np.atleast_2d(ridge.coef_)
+                    self.coef_[l] = np.atleast_2d(fit.coef)
         self.best_match_map_ = one_hot_rows(self.best_match_, n_y)
         return self
 

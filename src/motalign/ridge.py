@@ -1,0 +1,99 @@
+"""Ridge regression with efficient leave-one-out selection of the penalty, for many targets
+against one design matrix (paper, Appendix H: pairwise linear predictivity).
+
+:class:`SharedRidgeLOO` decomposes the design matrix ``Y`` (``T x p``, no intercept) once and
+then fits any number of target matrices ``X`` over a penalty grid, each in a few matrix
+products per penalty.  The numbers are those of
+:class:`sklearn.linear_model.RidgeCV` (``fit_intercept=False``, default scoring, one penalty
+shared by all columns of a target): the same leave-one-out errors (Golub, Heath & Wahba's
+closed form), the same score (minus the mean squared LOO error over stimuli and columns),
+the same choice of penalty (the first of the grid with the best score) and the same
+coefficients, up to round-off.  What differs is the cost: RidgeCV decomposes ``Y`` for every
+fit, so L x M layer pairs cost L x M decompositions; here they cost M.
+
+Decomposition, as RidgeCV picks it:
+
+* ``T <= p`` (more units than stimuli): the eigendecomposition of the Gram matrix
+  ``Y Y^T = Q diag(lam) Q^T``; then ``G = (Y Y^T + a I)^-1 = Q diag(1/(lam + a)) Q^T``;
+* ``T > p``: the thin SVD ``Y = U diag(s) V^T``; then
+  ``G = U diag(1/(s^2 + a) - 1/a) U^T + I / a``.
+
+The dual coefficients are ``c = G X``, the LOO residuals ``c / diag(G)`` and the primal
+coefficients ``c^T Y`` (``n x p``, as ``RidgeCV.coef_``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["SharedRidgeLOO", "RidgeFit"]
+
+
+@dataclass(frozen=True)
+class RidgeFit:
+    """The selected penalty of one target, its LOO score and coefficients."""
+
+    alpha: float
+    score: float  #: minus the mean squared leave-one-out error (higher is better)
+    coef: np.ndarray  #: (n_targets, p): ``X_hat = Y @ coef.T``
+
+
+class SharedRidgeLOO:
+    """One decomposition of the design matrix ``Y`` (``T x p``), shared by every target.
+
+    Parameters
+    ----------
+    Y : array, shape (T, p)
+        The design matrix (here: a target network's z-scored layer); no intercept is fitted.
+    alphas : sequence of positive float
+        The penalty grid, tried in order.
+    """
+
+    def __init__(self, Y, alphas):
+        Y = np.asarray(Y, dtype=np.float64)
+        if Y.ndim != 2 or 0 in Y.shape:
+            raise ValueError(f"Y must be a non-empty 2-D array, got shape {Y.shape}")
+        alphas = [float(a) for a in np.atleast_1d(np.asarray(alphas, dtype=float))]
+        if not alphas or not all(np.isfinite(a) and a > 0 for a in alphas):
+            raise ValueError(f"alphas must be positive and finite, got {alphas}")
+        self.Y, self.alphas = Y, alphas
+        n_samples, n_features = Y.shape
+        if n_samples <= n_features:
+            self.mode = "gram"
+            eigvals, self._basis = np.linalg.eigh(Y @ Y.T)
+            self._spectrum = eigvals
+        else:
+            self.mode = "svd"
+            self._basis, singular, _ = np.linalg.svd(Y, full_matrices=False)
+            self._spectrum = singular**2
+        self._basis_sq = self._basis**2
+
+    def _solve(self, alpha, X, projected):
+        if self.mode == "gram":
+            w = 1.0 / (self._spectrum + alpha)
+            dual = self._basis @ (w[:, None] * projected)
+            g_diag = self._basis_sq @ w
+        else:
+            w = 1.0 / (self._spectrum + alpha) - 1.0 / alpha
+            dual = self._basis @ (w[:, None] * projected) + X / alpha
+            g_diag = self._basis_sq @ w + 1.0 / alpha
+        return dual, g_diag
+
+    def fit(self, X) -> RidgeFit:
+        """The ridge map from ``Y`` to ``X`` (``T x n``) at the penalty with the best LOO score."""
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim == 1:
+            X = X[:, None]
+        if X.shape[0] != self.Y.shape[0]:
+            raise ValueError(f"X has {X.shape[0]} rows, Y has {self.Y.shape[0]}")
+        projected = self._basis.T @ X
+        best = None
+        for alpha in self.alphas:
+            dual, g_diag = self._solve(alpha, X, projected)
+            score = -float(np.mean((dual / g_diag[:, None]) ** 2))
+            if best is None or score > best[1]:
+                best = (alpha, score, dual)
+        alpha, score, dual = best
+        return RidgeFit(alpha, score, dual.T @ self.Y)
