@@ -1,6 +1,8 @@
 """Shared synthetic networks with planted answers."""
 
 import importlib.util
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -20,6 +22,24 @@ def _load_loopback():
 
 
 LoopbackServer = _load_loopback().LoopbackServer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def test_config_run(tmp_path_factory):
+    """config/test.yaml run once per session, locally on 2 cores: the run that
+    tests/test_workflow.py examines and the local reference that tests/test_slurm.py compares
+    the SLURM run with (one local run instead of two, and the SLURM run no longer shares the
+    two cores with a local one)."""
+    pytest.importorskip("snakemake")
+    workdir = tmp_path_factory.mktemp("workflow")
+    command = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir), "-q",
+               "--cores", "2", "--configfile", str(ROOT / "config" / "test.yaml")]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if result.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
+    return workdir
 
 
 def random_network(rng, n_layers, width, n_stimuli):

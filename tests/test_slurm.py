@@ -125,13 +125,12 @@ def tail(path, n=8000):
 
 
 @pytest.fixture(scope="module")
-def runs(cluster, tmp_path_factory):
-    """The test config run through the profile on SLURM and, at the same time, locally."""
+def runs(cluster, tmp_path_factory, test_config_run):
+    """The test config run through the profile on SLURM, and the session's local run of the
+    same config (tests/conftest.py) to compare it with."""
     base = tmp_path_factory.mktemp("slurm")
-    local_dir, slurm_dir = base / "local", base / "slurm"
-    local_dir.mkdir()
+    slurm_dir = base / "slurm"
     slurm_dir.mkdir()
-    local = start(snakemake_command(local_dir, "--cores", "2", "-q"), base / "local.log")
     # The rules ask for up to 32 GB (extraction); a job asks for at most the node's memory.
     # --resources replaces the profile's own `resources:`, so those are passed again.
     resources = {**profile_settings().get("resources", {}), "mem_mb": cluster["mem_mb"]}
@@ -140,11 +139,8 @@ def runs(cluster, tmp_path_factory):
                           "--resources", *(f"{k}={v}" for k, v in resources.items())),
         base / "slurm.log",
     )
-    try:
-        slurm_log = finish(slurm, base / "slurm.log", "snakemake --profile slurm", RUN_TIMEOUT_S)
-    finally:
-        local_log = finish(local, base / "local.log", "the local run", RUN_TIMEOUT_S)
-    return {"local": local_dir, "slurm": slurm_dir, "slurm_log": slurm_log, "local_log": local_log}
+    slurm_log = finish(slurm, base / "slurm.log", "snakemake --profile slurm", RUN_TIMEOUT_S)
+    return {"local": test_config_run, "slurm": slurm_dir, "slurm_log": slurm_log}
 
 
 def read_rows(path):

@@ -47,10 +47,9 @@ def planned_jobs(workdir, *args, configfile=TEST_CONFIG):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("workflow")
-    snakemake(workdir, "-q")
-    return workdir
+def run(test_config_run):
+    """The session's run of config/test.yaml (tests/conftest.py), shared with test_slurm.py."""
+    return test_config_run
 
 
 def read_csv(path):
