@@ -55,6 +55,7 @@ from ._loading import (  # noqa: F401
     _resolve,
     is_timm_folder,
 )
+from .pretrained import PACKAGE_RECORD
 
 __all__ = ["text_activations", "image_activations", "hidden_state_names", "weights_provenance",
            "weights_digest", "hub_snapshot_commit", "branch_revision_warning"]
@@ -137,7 +138,7 @@ def weights_provenance(model_name_or_path, revision: str | None = None, *, cache
                 "commit": hub_snapshot_commit(path, hub_revision, cache_dir=cache_dir)}
     sha256, files = weights_digest(path)
     record = {"kind": "local", "id": name, "revision": revision, "path": path, "sha256": sha256, "files": files}
-    package = Path(path) / "motalign_package.json"  # written by motalign.models.pretrained
+    package = Path(path) / PACKAGE_RECORD  # written by motalign.models.convert
     if package.is_file():
         record["package"] = json.loads(package.read_text())
     return record
