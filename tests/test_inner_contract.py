@@ -42,6 +42,7 @@ def test_both_backends_yield_one_pair_result_per_pair(rng, rotation):
             assert r.plan.shape == (X[l].shape[1], Y[m].shape[1])
             assert np.isclose(r.plan.sum(), 1.0)
             assert (r.history is not None) == rotation and (r.rotation is not None) == rotation
+            assert rotation or r.rotation_plan is None
             if rotation:
                 assert r.history[-1] == r.cost
                 np.testing.assert_allclose(r.rotation @ r.rotation.T, np.eye(X[l].shape[1]), atol=1e-10)
@@ -64,6 +65,8 @@ def test_torch_backend_equals_cpu_backend(rng, rotation):
                     history = batched.histories[l, m]
                     assert np.all(np.diff(history) <= 1e-12)
                     assert abs(history[-1] - cpu.histories[l, m][-1]) <= 1e-10
+                    np.testing.assert_allclose(batched.rotation_plans[l, m].toarray(),
+                                               cpu.rotation_plans[l, m].toarray(), atol=1e-12)
 
 
 @pytest.mark.parametrize("stopping", [Alternation(), Alternation(max_iter=3, tol=0.0), Alternation(max_iter=0)])
@@ -81,3 +84,6 @@ def test_numpy_and_torch_alternations_agree(rng, stopping):
     np.testing.assert_allclose(twin.history, reference.history, rtol=0, atol=1e-10)
     np.testing.assert_allclose(twin.plan.toarray(), reference.plan.toarray(), atol=1e-12)
     np.testing.assert_allclose(twin.rotation, reference.rotation, atol=1e-8)
+    assert (twin.rotation_plan is None) == (reference.rotation_plan is None) == (stopping.max_iter == 0)
+    if reference.rotation_plan is not None:  # the plan of the last accepted Procrustes step
+        np.testing.assert_allclose(twin.rotation_plan.toarray(), reference.rotation_plan.toarray(), atol=1e-12)

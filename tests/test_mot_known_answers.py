@@ -197,7 +197,7 @@ def test_fit_from_inner_equals_fit(rng, rotation):
     fit_x, held_x = split(X, 70)
     fit_y, held_y = split(Y, 70)
     direct = MOT(rotation=rotation, random_state=3).fit(fit_x, fit_y)
-    cost, plans, histories = np.empty((3, 2)), [[None] * 2 for _ in range(3)], {}
+    cost, plans, histories, rotation_plans = np.empty((3, 2)), [[None] * 2 for _ in range(3)], {}, {}
     for l in range(3):
         for m in range(2):
             result = align_pair(
@@ -205,9 +205,14 @@ def test_fit_from_inner_equals_fit(rng, rotation):
                 rotation=rotation,
             )
             plans[l][m], cost[l, m], histories[l, m] = result.plan, result.cost, result.history
+            rotation_plans[l, m] = result.rotation_plan
     rebuilt = MOT(rotation=rotation, random_state=3).fit_from_inner(
-        fit_x, fit_y, cost, plans, histories if rotation else None
+        fit_x, fit_y, cost, plans, histories if rotation else None, rotation_plans if rotation else None
     )
+    if rotation:  # rebuilt from the rotation-defining plans by one Procrustes step each
+        assert rebuilt.rotations_.keys() == direct.rotations_.keys()
+        for key, value in direct.rotations_.items():
+            np.testing.assert_allclose(rebuilt.rotations_[key], value, rtol=0, atol=1e-10)
     np.testing.assert_allclose(rebuilt.cost_, direct.cost_, atol=1e-12)
     np.testing.assert_allclose(rebuilt.coupling_, direct.coupling_, atol=1e-12)
     for name in COUPLINGS:

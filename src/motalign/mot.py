@@ -14,6 +14,8 @@ from sklearn.utils.validation import check_is_fitted
 from ._validation import Layers, check_layers, check_like_fit, check_paired
 from .couplings import COUPLINGS, check_coupling_name, layer_couplings
 from .inner import InnerAlignment, alternation, engine_options, inner_alignment
+from .inner.layers import Standardized
+from .inner.rotation import rotation_from_plan
 from .inner.types import (
     DEFAULT_DEVICE,
     DEFAULT_EPSILON,
@@ -26,7 +28,8 @@ from .preprocessing import LayerStats
 from .solvers import exact_ot
 
 #: MOT+R keeps every layer pair's rotation during a fit when they fit in this many bytes;
-#: otherwise it keeps none and recomputes those that the couplings use afterwards.
+#: otherwise it keeps none and rebuilds those that the couplings use afterwards from their
+#: rotation-defining plans (one Procrustes step each).
 ROTATION_CACHE_BYTES = 2 * 1024**3
 
 
@@ -134,12 +137,16 @@ class MOT(BaseEstimator):
         )
         return self._fit_outer(x, y, inner)
 
-    def fit_from_inner(self, X, Y, cost, plans, histories=None):
+    def fit_from_inner(self, X, Y, cost, plans, histories=None, rotation_plans=None):
         """Finish a fit whose inner level was computed elsewhere (e.g. by the workflow's
         sharded inner-OT jobs, see :func:`motalign.inner.inner_alignment`): ``cost`` (L x M), ``plans`` (L x M
         nested sequence of n_l x n_m plans, total mass 1) and, for MOT+R, ``histories``
-        ({(l, m): costs}).  X and Y are the fit data; MOT+R rotations of the pairs that the
-        couplings use are recomputed from them (the alternation is deterministic)."""
+        ({(l, m): costs}) and ``rotation_plans`` ({(l, m): the pair's rotation-defining
+        plan, None for the identity}, see :attr:`motalign.inner.PairResult.rotation_plan`).
+        X and Y are the fit data; the MOT+R rotation of each pair that the couplings use is
+        rebuilt from them and its rotation-defining plan by one Procrustes step, or, for
+        pairs missing from ``rotation_plans`` (or without it), recomputed by the whole
+        alternation (it is deterministic)."""
         x, y = self._prepare(X, Y)
         cost = np.asarray(cost, dtype=np.float64)
         if cost.shape != (x.n_layers, y.n_layers) or not np.all(np.isfinite(cost)):
@@ -159,7 +166,18 @@ class MOT(BaseEstimator):
                 checked[l][m] = plan
         if self.rotation and histories is None:
             raise ValueError("fit_from_inner: rotation=True needs the MOT+R histories")
-        inner = InnerAlignment(cost=cost, plans=checked, rotations={}, histories=histories or {})
+        defining = {}
+        for (l, m), plan in (rotation_plans or {}).items() if self.rotation else ():
+            if plan is not None:
+                plan = sp.csr_matrix(plan)
+                if plan.shape != (x.widths[l], y.widths[m]):
+                    raise ValueError(
+                        f"fit_from_inner: rotation plan ({l}, {m}) has shape {plan.shape}, expected "
+                        f"{(x.widths[l], y.widths[m])}"
+                    )
+            defining[int(l), int(m)] = plan
+        inner = InnerAlignment(cost=cost, plans=checked, rotations={}, histories=histories or {},
+                               rotation_plans=defining)
         return self._fit_outer(x, y, inner)
 
     def _fit_outer(self, x, y, inner):
@@ -186,8 +204,27 @@ class MOT(BaseEstimator):
             if all(k in inner.rotations for k in used):
                 self.rotations_ = {k: inner.rotations[k] for k in used}
             else:
-                self.rotations_ = self._recompute_rotations(x, y, used)
+                self.rotations_ = self._rebuild_rotations(
+                    x, y, {k: inner.rotation_plans[k] for k in used if k in inner.rotation_plans})
+                missing = [k for k in used if k not in self.rotations_]
+                if missing:  # no rotation-defining plan (e.g. old workflow shards)
+                    self.rotations_.update(self._recompute_rotations(x, y, missing))
+                self.rotations_ = {k: self.rotations_[k] for k in used}
         return self
+
+    def _rebuild_rotations(self, x, y, rotation_plans):
+        """R_lm of each pair in ``rotation_plans`` from its rotation-defining plan: one
+        Procrustes step on the fit data's z-scores (:func:`~.inner.rotation.rotation_from_plan`)."""
+        x_std, y_std = Standardized(x.arrays, self.x_stats_), Standardized(y.arrays, self.y_stats_)
+        rotations, current = {}, None
+        for l, m in sorted(rotation_plans):
+            if rotation_plans[l, m] is None:
+                rotations[l, m] = np.eye(x.widths[l])
+                continue
+            if current is None or current[0] != l:
+                current = (l, x_std.compute(l))
+            rotations[l, m] = rotation_from_plan(rotation_plans[l, m], current[1].T @ y_std(m))
+        return rotations
 
     def _recompute_rotations(self, x, y, pairs):
         inner = inner_alignment(

@@ -37,7 +37,7 @@ def align_pair(pair, xz, yz, *, rotation=False, gram_x=None,
     if rotation:
         result = rotation_alignment(xz, yz, gram_x=gram_x, alternation=alternation or Alternation())
         return PairResult(pair, result.cost, result.plan, history=result.history,
-                          rotation=result.rotation)
+                          rotation=result.rotation, rotation_plan=result.rotation_plan)
     plan, value = exact_ot(correlation_cost(xz, yz))
     return PairResult(pair, value, plan)
 

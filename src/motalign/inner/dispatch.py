@@ -112,6 +112,7 @@ def inner_alignment(
             combined.plans[l][m] = result.plan
         if rotation:
             combined.histories[l, m] = result.history
+            combined.rotation_plans[l, m] = result.rotation_plan
             if keep_rotations:
                 combined.rotations[l, m] = result.rotation
     return combined

@@ -20,6 +20,13 @@ objective history is therefore non-increasing.
 
 Everything after the first two GEMMs works on n x n and n x m Gram blocks, so one
 iteration costs O(n^3 + n m) instead of O(T n m).
+
+The final rotation is the Procrustes step (b) of the plan that was current when the last
+accepted step ran (its *rotation-defining plan*, which need not be the final plan: a
+later Q update may still have been kept), or the identity when no step was accepted.
+:func:`rotation_from_plan` rebuilds it from that sparse plan with one GEMM and one n x n
+SVD, by the same :func:`procrustes_step` that the alternation uses, so the workflow stores
+the plan (at most n + m - 1 entries) instead of the dense n x n rotation.
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ class RotationAlignment:
     plan: sp.csr_matrix
     rotation: np.ndarray
     history: list = field(default_factory=list)
+    #: the plan that defines ``rotation`` (None: the identity), see :func:`rotation_from_plan`
+    rotation_plan: sp.csr_matrix | None = None
 
     @property
     def n_iter(self) -> int:
@@ -55,6 +64,29 @@ def _rotated_correlation_cost(rotation, gram_x, cross, y_norm):
     corr = np.zeros_like(numerator)
     np.divide(numerator, denominator, out=corr, where=denominator > 0)
     return 1.0 - corr
+
+
+def plan_weights(plan, n: int) -> sp.csr_matrix:
+    """``W = n Q``: the row-stochastic form of the plan ``Q`` (n x m), sparse."""
+    return sp.csr_matrix(plan * n)
+
+
+def procrustes_step(weights, cross: np.ndarray) -> np.ndarray:
+    """MOT+R's step (b), the orthogonal Procrustes rotation for fixed weights ``W = n Q``:
+    ``R = U V^T`` with ``U S V^T = svd(Xz^T Yz W^T)``; ``cross = Xz^T Yz`` (n x m)."""
+    u, _, vt = np.linalg.svd((weights @ cross.T).T)
+    return u @ vt
+
+
+def rotation_from_plan(plan, cross: np.ndarray) -> np.ndarray:
+    """The MOT+R rotation defined by ``plan`` (the :attr:`RotationAlignment.rotation_plan`
+    of an alternation on the same z-scored data, ``cross = Xz^T Yz``): one Procrustes step,
+    the identity when ``plan`` is None or empty.  Equals the alternation's rotation up to
+    round-off."""
+    n = cross.shape[0]
+    if plan is None or plan.nnz == 0:
+        return np.eye(n)
+    return procrustes_step(plan_weights(plan, n), cross)
 
 
 def rotation_alignment(
@@ -82,27 +114,23 @@ def rotation_alignment(
         fit_term = float(np.sum(rotation * (weights @ cross.T).T))
         return (total_x - 2.0 * fit_term + float(np.sum(reconstruction**2))) * scale
 
-    def procrustes(weights):
-        u, _, vt = np.linalg.svd((weights @ cross.T).T)
-        return u @ vt
-
     def plan_for(rotation):
         plan, _ = exact_ot(_rotated_correlation_cost(rotation, gram_x, cross, y_norm))
         return plan
 
-    rotation = np.eye(n)
+    rotation, rotation_plan = np.eye(n), None
     plan = plan_for(rotation)
-    weights = sp.csr_matrix(plan * n)
+    weights = plan_weights(plan, n)
     value = objective(rotation, weights)
     history = [value]
     for _ in range(max_iter):
-        new_rotation = procrustes(weights)
+        new_rotation = procrustes_step(weights, cross)
         new_value = objective(new_rotation, weights)
         if new_value > value:  # cannot happen for an exact Procrustes step, but be safe
             break
-        rotation = new_rotation
+        rotation, rotation_plan = new_rotation, plan
         new_plan = plan_for(rotation)
-        new_weights = sp.csr_matrix(new_plan * n)
+        new_weights = plan_weights(new_plan, n)
         plan_value = objective(rotation, new_weights)
         if plan_value <= new_value:
             plan, weights, new_value = new_plan, new_weights, plan_value
@@ -111,4 +139,4 @@ def rotation_alignment(
         history.append(value)
         if improvement <= tol * max(1.0, abs(value)):
             break
-    return RotationAlignment(cost=value, plan=plan, rotation=rotation, history=history)
+    return RotationAlignment(cost=value, plan=plan, rotation=rotation, history=history, rotation_plan=rotation_plan)

@@ -23,11 +23,16 @@ def cross_blocks(xs, ys, batch):
     return cross, first.shape[0]
 
 
-def rotation_batch(xs, ys, batch, solve, alternation: Alternation, initial=None):
+def rotation_batch(xs, ys, batch, solve, alternation: Alternation, initial=None,
+                   initial_plans=None):
     """MOT+R for a batch of equal-shaped pairs, starting from the rotations ``initial``
-    (identity when None); ``solve`` solves a batch of Q steps (exact or Sinkhorn).
+    (identity when None) and their defining sparse plans ``initial_plans`` (B entries, None
+    for the identity); ``solve`` solves a batch of Q steps (exact or Sinkhorn).
     Returns the pairs' :class:`PairResult` and the final rotations (B x n x n, on the
-    device)."""
+    device).  Each result's ``rotation_plan`` is the host plan of its last accepted
+    Procrustes step (``initial_plans[k]`` when none was accepted); for Sinkhorn Q steps it
+    is the sparse rounding of the soft plan, so the rotation it rebuilds is only as close
+    as that rounding."""
     max_iter, tol = alternation.max_iter, alternation.tol
     cross, t = cross_blocks(xs, ys, batch)  # K = Xz^T Yz
     gram_x = torch.stack([xs.gram(l) for l, _ in batch])
@@ -64,6 +69,7 @@ def rotation_batch(xs, ys, batch, solve, alternation: Alternation, initial=None)
     dense, _, plans, _ = solve(q_cost(rot, every))
     potentials = solve.potentials  # Sinkhorn: warm starts for the next Q steps
     plans = list(plans)
+    rotation_plans = list(initial_plans) if initial_plans is not None else [None] * b
     weights = dense * n
     value = objective(rot, weights, every)
     history = [[v] for v in value.cpu().double().tolist()]
@@ -82,6 +88,8 @@ def rotation_batch(xs, ys, batch, solve, alternation: Alternation, initial=None)
         keep = torch.as_tensor(better, device=cross.device)
         idx_np, idx, new_rot, new_value = idx_np[better], idx[keep], new_rot[keep], new_value[keep]
         rot[idx] = new_rot
+        for k in idx_np:  # the plans whose weights defined these rotations
+            rotation_plans[k] = plans[k]
         warm = None if potentials is None else tuple(p[idx] for p in potentials)
         q_dense, _, q_plans, _ = solve(q_cost(new_rot, idx), warm)
         if potentials is not None:
@@ -104,5 +112,7 @@ def rotation_batch(xs, ys, batch, solve, alternation: Alternation, initial=None)
                 active[k] = False
     rot_host = rot.cpu().double().numpy()
     results = [PairResult(pair, history[k][-1], sp.csr_matrix(plans[k]), history=history[k],
-                          rotation=rot_host[k]) for k, pair in enumerate(batch)]
+                          rotation=rot_host[k],
+                          rotation_plan=None if rotation_plans[k] is None else sp.csr_matrix(rotation_plans[k]))
+               for k, pair in enumerate(batch)]
     return results, rot

@@ -117,12 +117,14 @@ def run_torch(x_std, y_std, pairs, *, rotation: bool, alternation: Alternation,
                     if not rotation:
                         yield from _correlation_batch(xs, ys, batch, solve)
                         continue
-                    initial = None
+                    initial = initial_plans = None
                     if options.solver == "sinkhorn":  # the alternation on soft plans
-                        _, initial = rotation_batch(xs, ys, batch, solve, alternation)
+                        soft, initial = rotation_batch(xs, ys, batch, solve, alternation)
+                        initial_plans = [r.rotation_plan for r in soft]
                     # exact Q steps: the whole alternation, or the polish from the
                     # Sinkhorn phase's rotations until the exact objective stalls
-                    results, _ = rotation_batch(xs, ys, batch, exact, alternation, initial=initial)
+                    results, _ = rotation_batch(xs, ys, batch, exact, alternation, initial=initial,
+                                                initial_plans=initial_plans)
                     for result in results:  # the Q steps' bounds do not bound MOT+R
                         result.gap_bound = float("nan")
                     yield from results

@@ -57,7 +57,11 @@ class PairResult:
     ``plan``: the neuron plan Q_lm (sparse, total mass 1); ``cost``: C[l, m];
     ``gap_bound``: certified bound on ``cost`` minus the exact optimum (0 for exact
     solves, NaN for MOT+R with Sinkhorn Q steps); ``history``/``rotation``: MOT+R's
-    non-increasing cost history and rotation R_lm (None without rotation)."""
+    non-increasing cost history and rotation R_lm (None without rotation);
+    ``rotation_plan``: MOT+R's rotation-defining plan, the plan of the last accepted
+    Procrustes step (sparse, total mass 1; None when the rotation is the identity, and
+    without rotation): R_lm is rebuilt from it by one Procrustes step
+    (:func:`~.rotation.rotation_from_plan`)."""
 
     pair: tuple
     cost: float
@@ -65,17 +69,21 @@ class PairResult:
     gap_bound: float = 0.0
     history: list | None = None
     rotation: np.ndarray | None = None
+    rotation_plan: object | None = None
 
 
 @dataclass
 class InnerAlignment:
     """Inner level of MOT for a set of layer pairs: costs ``C`` (L x M, NaN for pairs not
-    computed), neuron plans ``Q_lm`` (sparse, total mass 1), MOT+R rotations and objective
-    histories, and for ``solver="sinkhorn"`` a certified bound on each pair's gap to the
-    exact optimum (``gap_bound``, L x M; 0 for exact solves)."""
+    computed), neuron plans ``Q_lm`` (sparse, total mass 1), MOT+R rotations, their
+    defining plans (``rotation_plans``, {(l, m): sparse plan or None for the identity}, see
+    :attr:`PairResult.rotation_plan`) and objective histories, and for ``solver="sinkhorn"``
+    a certified bound on each pair's gap to the exact optimum (``gap_bound``, L x M; 0 for
+    exact solves)."""
 
     cost: np.ndarray
     plans: list | None
     rotations: dict = field(default_factory=dict)
     histories: dict = field(default_factory=dict)
     gap_bound: np.ndarray | None = None
+    rotation_plans: dict = field(default_factory=dict)

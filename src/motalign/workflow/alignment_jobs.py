@@ -21,11 +21,12 @@ from .shards import read_shards, shard_pairs, write_shard
 
 
 def inner_shard(x_path, y_path, split_path, out, *, shard: int, shard_size: int, rotation: bool,
-                mot: dict | None = None) -> dict:
+                mot: dict | None = None, max_pairs: int | None = None) -> dict:
     """Inner alignment (correlation OT, or MOT+R) of one shard of layer pairs on the fit
     stimuli, by the inner-OT engine (:mod:`motalign.inner`); writes their costs, sparse
     plans, MOT+R histories and (Sinkhorn) gap bounds.  ``mot``: the engine settings
-    (:func:`motalign.inner.engine_settings`)."""
+    (:func:`motalign.inner.engine_settings`).  ``max_pairs`` (``motalign estimate`` only):
+    load every layer of the shard but solve only its first ``max_pairs`` pairs."""
     from ..inner import align_pairs, engine_settings  # deferred: POT and scikit-learn
 
     options, stopping = engine_settings(mot)
@@ -39,6 +40,8 @@ def inner_shard(x_path, y_path, split_path, out, *, shard: int, shard_size: int,
             x_arrays[l] = np.asarray(xs.layer(l, fit))
         for m in sorted({m for _, m in pairs}):
             y_arrays[m] = np.asarray(ys.layer(m, fit))
+    if max_pairs is not None:
+        pairs = pairs[:max_pairs]
     start = time.perf_counter()
     results = sorted(align_pairs(x_arrays, y_arrays, pairs=pairs, rotation=rotation,
                                  alternation=stopping, options=options), key=lambda r: r.pair)
@@ -59,17 +62,19 @@ def _layer_report(mot, x_held, y_held):
 def outer_alignment(x_path, y_path, split_path, shard_paths, out_npz, out_json, *, rotation: bool,
                     seed: int, meta: dict | None = None, mot: dict | None = None) -> dict:
     """Outer OT on the shards' costs, the four couplings and their held-out scores.
-    ``mot``: the engine settings (:data:`motalign.inner.SETTINGS`), used where MOT+R
-    rotations are recomputed."""
+    MOT+R rotations of the pairs the couplings use are rebuilt from the shards'
+    rotation-defining plans (one Procrustes step each).  ``mot``: the engine settings
+    (:data:`motalign.inner.SETTINGS`), used where MOT+R rotations are recomputed (shards
+    written without rotation-defining plans)."""
     from ..mot import MOT  # deferred: POT and scikit-learn
 
     fit, held = read_split(split_path)
     x_fit, x_names, _ = load_network(x_path, fit)
     y_fit, y_names, _ = load_network(y_path, fit)
-    cost, plans, histories, gap = read_shards(shard_paths, len(x_fit), len(y_fit))
+    cost, plans, histories, gap, rotation_plans = read_shards(shard_paths, len(x_fit), len(y_fit))
     fitted = MOT(rotation=rotation, random_state=seed, **(mot or {})).fit_from_inner(
         dict(zip(x_names, x_fit)), dict(zip(y_names, y_fit)), cost, plans,
-        histories if rotation else None,
+        histories if rotation else None, rotation_plans if rotation else None,
     )
     del x_fit, y_fit
     x_held = load_network(x_path, held)[0]
