@@ -19,8 +19,7 @@ rule inner_ot:
         job_benchmark("inner_ot", INNER_SHARD_KEY)
     threads: MOT_THREADS
     resources:
-        mem_mb=inner_resources,
-        runtime=120,
+        **rule_resources("inner_ot"),
         **MOT_RESOURCES,
     group:
         "inner_ot"
@@ -47,8 +46,7 @@ rule outer_ot:
         job_benchmark("outer_ot", OUTER_KEY)
     threads: 1
     resources:
-        mem_mb=8000,
-        runtime=60,
+        **rule_resources("outer_ot"),
     conda:
         MOT_ENV
     script:

@@ -17,8 +17,7 @@ rule baseline:
         job_benchmark("baseline", BASELINE_KEY)
     threads: 2
     resources:
-        mem_mb=16000,
-        runtime=240,
+        **rule_resources("baseline"),
     conda:
         "../../envs/ot.yaml"
     script:

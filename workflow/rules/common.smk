@@ -5,6 +5,7 @@
 import re
 
 from motalign.models.pretrained import package_key, package_specs
+from motalign.workflow import job_requests
 from motalign.workflow.config import (
     METHODS,
     check_config,
@@ -15,6 +16,13 @@ from motalign.workflow.config import (
 )
 
 check_config(config)
+
+
+def rule_resources(rule):
+    """A rule's `mem_mb` and `runtime`, from the size model of its inputs' shapes
+    (motalign.workflow.job_requests; the same model as `motalign estimate`)."""
+    return job_requests.resources(config, rule)
+
 
 # Relative data paths that do not exist in the working directory are taken relative to the
 # repository, so that `snakemake -d elsewhere` finds the shipped sentence file.
@@ -39,7 +47,7 @@ MOT_ENV = (
 # --- the extraction jobs (extract_activations, extract_revision)
 EXTRACTION = config["extraction"]
 EXTRACTION_SETTINGS = {key: EXTRACTION[key] for key in ("batch_size", "device")}
-EXTRACTION_RESOURCES = dict(mem_mb=32000, runtime=120, gpu=EXTRACTION["gpus"])
+EXTRACTION_RESOURCES = dict(**rule_resources("extract_activations"), gpu=EXTRACTION["gpus"])
 
 # --- optional analyses: an empty mapping when the config leaves them out
 THREE_LEVEL = config.get("three_level") or {}
@@ -303,11 +311,6 @@ def pair_inputs(wildcards):
     }
 
 
-def inner_resources(wildcards, input, threads, attempt):
-    """Memory of an inner-OT job: its layers (float32 on disk, float64 z-scores of the fit
-    rows: at most 3x the activation files) plus one layer pair's cost and solver arrays
-    per engine thread (about 250 MB at 3,072 x 2,048); doubled, tripled on retries."""
-    return int((2000 + 3 * input.size_mb + 250 * threads + 64 * config["shard_size"]) * attempt)
 
 
 # --- used by baselines.smk

@@ -16,8 +16,7 @@ rule prepare_stimuli:
         job_benchmark("prepare_stimuli", DATASET_KEY)
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=60,
+        **rule_resources("prepare_stimuli"),
     conda:
         "../../envs/data.yaml"
     script:
@@ -36,8 +35,7 @@ rule simulate_nsd:
         job_benchmark("simulate_nsd")
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **rule_resources("simulate_nsd"),
     conda:
         "../../envs/data.yaml"
     script:
@@ -60,8 +58,7 @@ rule brain_responses:
         job_benchmark("brain_responses", BRAIN_KEY)
     threads: 1
     resources:
-        mem_mb=16000,
-        runtime=240,
+        **rule_resources("brain_responses"),
     conda:
         "../../envs/data.yaml"
     script:
@@ -80,8 +77,7 @@ rule download_nsd:
         job_benchmark("download_nsd")
     threads: 4
     resources:
-        mem_mb=8000,
-        runtime=720,
+        **rule_resources("download_nsd"),
     conda:
         "../../envs/data.yaml"
     script:

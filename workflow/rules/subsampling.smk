@@ -18,8 +18,7 @@ rule subsample:
         job_benchmark("subsample", SUBSAMPLING_KEY)
     threads: MOT_THREADS
     resources:
-        mem_mb=16000,
-        runtime=480,
+        **rule_resources("subsample"),
         **MOT_RESOURCES,
     conda:
         MOT_ENV

@@ -16,8 +16,7 @@ rule three_level_block:
         mot=MOT_SETTINGS,
     threads: MOT_THREADS
     resources:
-        mem_mb=16000,
-        runtime=720,
+        **rule_resources("three_level_block"),
         **MOT_RESOURCES,
     conda:
         MOT_ENV
@@ -38,8 +37,7 @@ rule three_level:
         job_log("three_level", THREE_LEVEL_KEY),
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **rule_resources("three_level"),
     conda:
         "../../envs/ot.yaml"
     script:

@@ -76,9 +76,13 @@ def simulated_features(images: np.ndarray, *, n_stages: int = len(REGIONS), n_fe
     return stages
 
 
+#: voxels per region and subject drawn by the simulator (inclusive range)
+VOXELS_PER_REGION = (15, 45)
+
+
 def simulate_nsd(root, images: np.ndarray, *, subjects=("subj01", "subj02", "subj05", "subj07"),
                  n_shared: int | None = None, n_specific: int | None = None, n_sessions: int = 3,
-                 repetitions: int = 3, volume_shape=(10, 10, 10), voxels_per_region=(15, 45),
+                 repetitions: int = 3, volume_shape=(10, 10, 10), voxels_per_region=VOXELS_PER_REGION,
                  n_features: int = 16, noise: float = 0.8, template_weight: float = 0.8,
                  betas_format: str = "nii.gz",
                  seed: int = 0) -> dict:
