@@ -35,8 +35,9 @@ def planted_pairs(seed, n_stimuli=160, noise=0.3):
     noise.  The planted correspondence is source l -> target EXPECTED[l]."""
     rng = np.random.default_rng(seed)
     latents = [rng.standard_normal((n_stimuli, 4)) for _ in range(3)]
-    X = [z @ rng.standard_normal((4, w)) + 0.1 * rng.standard_normal((n_stimuli, w))
-         for z, w in zip(latents, (6, 8, 5))]
+    X = [
+        z @ rng.standard_normal((4, w)) + 0.1 * rng.standard_normal((n_stimuli, w)) for z, w in zip(latents, (6, 8, 5))
+    ]
     # target 0 <- source 2, target 1 <- noise, target 2 <- source 0, target 3 <- source 1
     sources = {0: 2, 2: 0, 3: 1}
     Y = []
@@ -117,7 +118,8 @@ def test_global_linear_predictivity_recovers_noisy_linear_map():
     (Xf, Xh), (Yf, Yh) = fit_heldout(X, 240), fit_heldout(Y, 240)
     est = GlobalLinearPredictivity().fit(Xf, Yf)
     assert est.alpha_ in DEFAULT_ALPHAS
-    assert est.coef_.shape == (12, 30)
+    assert est.coef_.shape == (12, 30)  # a property: the weights are kept in dual form
+    assert est.dual_coef_.shape == (240, 12) and est.yz_fit_.shape == (240, 30)
     assert est.score(Xh, Yh) > 0.95
     assert est.layer_scores(Xh, Yh).shape == (3,)
 
@@ -170,7 +172,7 @@ def test_pairwise_cv_score_is_brute_force_leave_one_out_on_fit_data():
         for i in range(50):
             keep = np.arange(50) != i
             ridge = Ridge(alpha=alpha, fit_intercept=False).fit(yz[m][keep], xz[l][keep])
-            errors.append((ridge.predict(yz[m][i:i + 1]) - xz[l][i]) ** 2)
+            errors.append((ridge.predict(yz[m][i : i + 1]) - xz[l][i]) ** 2)
         assert est.cv_score_[l, m] == pytest.approx(-np.mean(errors), rel=1e-8)
     # the kept model of each row is the ridge of its selected pair
     ridge = Ridge(alpha=est.alpha_[0, 2], fit_intercept=False).fit(yz[2], xz[0])

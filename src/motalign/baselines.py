@@ -24,14 +24,13 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import rankdata
 from sklearn.base import BaseEstimator
-from sklearn.linear_model import RidgeCV
 from sklearn.utils.validation import check_is_fitted
 
 from ._validation import Layers, check_layers, check_like_fit, check_paired
 from .couplings import one_hot_rows
 from .metrics import columnwise_pearson
 from .preprocessing import LayerStats
-from .ridge import SharedRidgeLOO
+from .ridge import SharedRidgeLOO, loo_score_table
 from .solvers import correlation_ot
 
 __all__ = ["GlobalOT", "GlobalLinearPredictivity", "PairwiseLinearPredictivity", "PairwiseRSA"]
@@ -119,6 +118,24 @@ class _ReconstructionBaseline(BaseEstimator):
         return float(np.mean([v.mean() for v in r]))
 
 
+def _stack_units(layers: list, *, units_first: bool = False) -> np.ndarray:
+    """All layers (T x n_l) of a network as one T x n array (n x T with ``units_first``),
+    releasing each layer of the list (set to None) once it is copied, so that memory grows
+    by one layer rather than by a second copy of the network."""
+    t, n = layers[0].shape[0], sum(a.shape[1] for a in layers)
+    out = np.empty((n, t) if units_first else (t, n))
+    start = 0
+    for i, layer in enumerate(layers):
+        stop = start + layer.shape[1]
+        if units_first:
+            out[start:stop] = layer.T
+        else:
+            out[:, start:stop] = layer
+        layers[i] = layer = None
+        start = stop
+    return out
+
+
 class _GlobalBaseline(_ReconstructionBaseline):
     """Flattened networks: one map ``_map_flat`` from all target to all source units."""
 
@@ -136,7 +153,18 @@ class GlobalOT(_GlobalBaseline):
     single layer, and an exact uniform-marginal OT plan ``Q`` (n_x x n_y) is solved on the
     correlation-distance cost between all source and all target units (Sec. 2.2.1, Eq. 2, with
     one layer per network).  Reconstruction: ``Xhat = Yz @ (n_x Q)^T`` (``n_x Q`` is
-    row-stochastic).  The dense n_x x n_y cost is held in memory.
+    row-stochastic).
+
+    The dense n_x x n_y cost is not held (at NSD scale, about 15,000 voxels per subject, it
+    would take 1.8 GB, and the dense solver as much again): above
+    :data:`motalign.solvers.exact.ON_DEMAND_MIN_ENTRIES` entries
+    (:func:`~motalign.solvers.correlation_ot`) the exact plan is found by column generation
+    on the cost computed block by block from the z-scored data
+    (:class:`~motalign.solvers.CorrelationCost`).  Memory: the z-scored fit data
+    (``(n_x + n_y) T`` floats, twice), about ``136 max(n_x, n_y)`` candidate entries, and one
+    block of ``ON_DEMAND_BLOCK_ENTRIES`` costs (32 MB) at a time; the plan itself has at
+    most ``n_x + n_y - 1`` entries.  The plan is exact as before (a vertex, certified by
+    pricing every entry).
 
     Attributes
     ----------
@@ -160,7 +188,9 @@ class GlobalOT(_GlobalBaseline):
     def fit(self, X, Y) -> GlobalOT:
         """Fit the plan on paired fit responses ``X`` (source) and ``Y`` (target)."""
         xz, yz = self._fit_networks(X, Y)
-        self.plan_, self.cost_ = correlation_ot(np.hstack(xz), np.hstack(yz))
+        # stacked as units x stimuli and passed transposed: the solver's layout, no copy
+        xt, yt = _stack_units(xz, units_first=True), _stack_units(yz, units_first=True)
+        self.plan_, self.cost_ = correlation_ot(xt.T, yt.T)
         return self
 
     def _map_flat(self, yz_all: np.ndarray) -> np.ndarray:
@@ -172,8 +202,13 @@ class GlobalLinearPredictivity(_GlobalBaseline):
 
     Ridge regression (no intercept: the fit data are z-scored) from all z-scored target units
     to all z-scored source units.  One penalty, shared by all source units, is chosen from
-    ``alphas`` by efficient leave-one-out cross-validation on the fit stimuli only
-    (:class:`sklearn.linear_model.RidgeCV`, lowest mean squared LOO error).
+    ``alphas`` by efficient leave-one-out cross-validation on the fit stimuli only, with the
+    numbers of :class:`sklearn.linear_model.RidgeCV` (``fit_intercept=False``; lowest mean
+    squared LOO error; :class:`motalign.ridge.SharedRidgeLOO`).
+
+    The map is kept in dual form, ``Xhat = Yz_new @ yz_fit_.T @ dual_coef_``: memory
+    ``O(T (n_x + n_y))`` instead of the n_x x n_y primal weights (1.8 GB at NSD scale,
+    about 15,000 voxels per subject).
 
     Parameters
     ----------
@@ -182,8 +217,14 @@ class GlobalLinearPredictivity(_GlobalBaseline):
 
     Attributes
     ----------
+    dual_coef_ : ndarray, shape (T, n_x)
+        Dual ridge coefficients: ``Xhat = Yz_new @ yz_fit_.T @ dual_coef_``.
+    yz_fit_ : ndarray, shape (T, n_y)
+        The z-scored target units on the fit stimuli (all layers, concatenated), needed for
+        prediction.
     coef_ : ndarray, shape (n_x, n_y)
-        Ridge weights: ``Xhat = Yz @ coef_.T``.
+        Read-only property: the primal ridge weights ``dual_coef_.T @ yz_fit_``
+        (``Xhat = Yz @ coef_.T``), computed on each access; allocates n_x x n_y floats.
     alpha_ : float
         Selected penalty.
     cv_score_ : float
@@ -202,14 +243,21 @@ class GlobalLinearPredictivity(_GlobalBaseline):
     def fit(self, X, Y) -> GlobalLinearPredictivity:
         """Fit the ridge map on paired fit responses ``X`` (source) and ``Y`` (target)."""
         xz, yz = self._fit_networks(X, Y)
-        ridge = RidgeCV(alphas=self.alphas, fit_intercept=False).fit(np.hstack(yz), np.hstack(xz))
-        self.coef_ = np.atleast_2d(ridge.coef_)
-        self.alpha_ = float(ridge.alpha_)
-        self.cv_score_ = float(ridge.best_score_)
+        self.yz_fit_ = _stack_units(yz)
+        fit = SharedRidgeLOO(self.yz_fit_, self.alphas).fit(_stack_units(xz), return_dual=True)
+        self.dual_coef_ = fit.dual
+        self.alpha_ = float(fit.alpha)
+        self.cv_score_ = float(fit.score)
         return self
 
+    @property
+    def coef_(self) -> np.ndarray:
+        """Primal ridge weights ``dual_coef_.T @ yz_fit_``, shape (n_x, n_y): computed on each
+        access (allocates n_x x n_y floats; the estimator keeps the dual form only)."""
+        return self.dual_coef_.T @ self.yz_fit_
+
     def _map_flat(self, yz_all: np.ndarray) -> np.ndarray:
-        return yz_all @ self.coef_.T
+        return (yz_all @ self.yz_fit_.T) @ self.dual_coef_
 
 
 class PairwiseLinearPredictivity(_ReconstructionBaseline):
@@ -265,6 +313,8 @@ class PairwiseLinearPredictivity(_ReconstructionBaseline):
         self.alpha_ = np.zeros((n_x, n_y))
         self.best_match_ = np.zeros(n_x, dtype=int)
         self.coef_ = [None] * n_x
+        if _gram_scores_cheaper(xz, yz, len(np.atleast_1d(self.alphas))):
+            return self._fit_by_gram_scores(xz, yz)
         for m, target in enumerate(yz):
             ridge = SharedRidgeLOO(target, self.alphas)  # one decomposition of Y_m for every X_l and penalty
             for l, source in enumerate(xz):
@@ -278,8 +328,45 @@ class PairwiseLinearPredictivity(_ReconstructionBaseline):
         self.best_match_map_ = one_hot_rows(self.best_match_, n_y)
         return self
 
+    def _fit_by_gram_scores(self, xz, yz):
+        """The same selection through stimulus x stimulus matrices
+        (:func:`motalign.ridge.loo_score_table`): each source layer's Gram matrix once,
+        one matrix per target layer and penalty, a dot product per pair and penalty; then
+        only the selected pairs' weights."""
+        alphas = np.asarray(np.atleast_1d(self.alphas), dtype=float)
+        grams = [a @ a.T for a in xz]
+        widths = [a.shape[1] for a in xz]
+        columns = np.arange(len(xz))
+        for m, target in enumerate(yz):
+            table = loo_score_table(target, alphas, grams, widths)
+            best = table.argmax(axis=0)  # the first penalty of the best score, as RidgeCV
+            self.alpha_[:, m] = alphas[best]
+            self.cv_score_[:, m] = table[best, columns]
+        del grams
+        self.best_match_ = self.cv_score_.argmax(axis=1)  # first on ties
+        for m in np.unique(self.best_match_):
+            rows = np.flatnonzero(self.best_match_ == m)
+            # one decomposition of Y_m for its rows; each row's own penalty is the best of
+            # the whole grid, hence of this subset too
+            ridge = SharedRidgeLOO(yz[m], sorted({float(self.alpha_[l, m]) for l in rows}))
+            for l in rows:
+                self.coef_[l] = np.atleast_2d(ridge.fit(xz[l]).coef)
+        self.best_match_map_ = one_hot_rows(self.best_match_, len(yz))
+        return self
+
     def _reconstruct(self, yz: list) -> list:
         return [yz[m] @ w.T for m, w in zip(self.best_match_, self.coef_)]
+
+
+def _gram_scores_cheaper(xz, yz, n_alphas) -> bool:
+    """Whether scoring through T x T matrices (``loo_score_table``) takes fewer flops than
+    a decomposition per target layer and a T x T x n product per pair and penalty."""
+    t = xz[0].shape[0]
+    n_x, n_y = len(xz), len(yz)
+    width_x = sum(a.shape[1] for a in xz)
+    gram = n_y * (10.0 + 4.0 * n_alphas) * t**3 + n_alphas * n_x * n_y * t * t + 2.0 * t * t * width_x
+    direct = n_y * n_alphas * 2.0 * t * t * width_x
+    return gram < direct
 
 
 class PairwiseRSA(BaseEstimator):

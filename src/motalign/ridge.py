@@ -19,7 +19,10 @@ Decomposition, as RidgeCV picks it:
   ``G = U diag(1/(s^2 + a) - 1/a) U^T + I / a``.
 
 The dual coefficients are ``c = G X``, the LOO residuals ``c / diag(G)`` and the primal
-coefficients ``c^T Y`` (``n x p``, as ``RidgeCV.coef_``).
+coefficients ``c^T Y`` (``n x p``, as ``RidgeCV.coef_``).  ``fit(X, return_dual=True)``
+returns ``c`` (``T x n``) instead and never forms the primal weights: predictions are
+``Y_new @ Y^T @ c``, in memory ``O(T (n + p))`` rather than ``n p`` (the global linear
+predictivity baseline, where n and p are whole networks).
 """
 
 from __future__ import annotations
@@ -33,11 +36,13 @@ __all__ = ["SharedRidgeLOO", "RidgeFit"]
 
 @dataclass(frozen=True)
 class RidgeFit:
-    """The selected penalty of one target, its LOO score and coefficients."""
+    """The selected penalty of one target, its LOO score and coefficients (primal, or dual
+    with ``SharedRidgeLOO.fit(X, return_dual=True)``)."""
 
     alpha: float
     score: float  #: minus the mean squared leave-one-out error (higher is better)
-    coef: np.ndarray  #: (n_targets, p): ``X_hat = Y @ coef.T``
+    coef: np.ndarray | None  #: (n_targets, p): ``X_hat = Y @ coef.T``; None in dual form
+    dual: np.ndarray | None = None  #: (T, n_targets): ``X_hat = Y_new @ Y.T @ dual``; None in primal form
 
 
 class SharedRidgeLOO:
@@ -81,8 +86,12 @@ class SharedRidgeLOO:
             g_diag = self._basis_sq @ w + 1.0 / alpha
         return dual, g_diag
 
-    def fit(self, X) -> RidgeFit:
-        """The ridge map from ``Y`` to ``X`` (``T x n``) at the penalty with the best LOO score."""
+    def fit(self, X, *, return_dual: bool = False) -> RidgeFit:
+        """The ridge map from ``Y`` to ``X`` (``T x n``) at the penalty with the best LOO score.
+
+        With ``return_dual`` the map is returned as its dual coefficients ``c`` (``T x n``,
+        ``RidgeFit.dual``; ``coef = c^T Y`` is not formed): same penalty and score.
+        """
         X = np.asarray(X, dtype=np.float64)
         if X.ndim == 1:
             X = X[:, None]
@@ -96,4 +105,34 @@ class SharedRidgeLOO:
             if best is None or score > best[1]:
                 best = (alpha, score, dual)
         alpha, score, dual = best
+        if return_dual:
+            return RidgeFit(alpha, score, None, dual)
         return RidgeFit(alpha, score, dual.T @ self.Y)
+
+
+def loo_score_table(Y, alphas, grams, widths) -> np.ndarray:
+    """Leave-one-out scores of the ridge maps from ``Y`` (``T x p``) to many targets at
+    every penalty, from the targets' ``T x T`` Gram matrices ``K_l = X_l X_l^T`` only.
+
+    The LOO residuals of target ``X_l`` are ``R = diag(1/g) G X_l`` with
+    ``G = (Y Y^T + a I)^-1`` and ``g = diag(G)`` (as in :class:`SharedRidgeLOO`), so
+    ``||R||_F^2 = trace(M K_l)`` with ``M = G diag(1/g^2) G``: one ``T x T`` matrix per
+    penalty, shared by every target, and a dot product of two ``T x T`` matrices per target
+    and penalty.  Per target this costs ``T^2`` per penalty instead of ``T^2 n``, which is
+    what makes the L x M x penalties pairwise fits of Appendix H cheap when ``T`` is a few
+    thousand.  Returns ``scores[a, l] = -||R||^2 / (T n_l)`` (RidgeCV's score).
+    """
+    Y = np.asarray(Y, dtype=np.float64)
+    t = Y.shape[0]
+    eigvals, basis = np.linalg.eigh(Y @ Y.T)
+    eigvals = np.maximum(eigvals, 0.0)
+    basis_sq = basis**2
+    scores = np.empty((len(alphas), len(grams)))
+    for a, alpha in enumerate(alphas):
+        w = 1.0 / (eigvals + alpha)
+        g = basis_sq @ w
+        G = (basis * w) @ basis.T
+        M = (G / g**2) @ G  # G diag(1/g^2) G: G is symmetric
+        for l, (gram, width) in enumerate(zip(grams, widths)):
+            scores[a, l] = -float(np.vdot(M, gram)) / (t * width)
+    return scores

@@ -2,6 +2,8 @@
 entropic Sinkhorn (:mod:`.sinkhorn`, torch; import it explicitly)."""
 
 from .exact import (
+    CorrelationCost,
+    DenseCost,
     OTSolverError,
     correlation_cost,
     correlation_ot,
@@ -11,5 +13,14 @@ from .exact import (
     transport_marginals,
 )
 
-__all__ = ["exact_ot", "correlation_cost", "correlation_ot", "restricted_network_simplex",
-           "sparse_plan", "transport_marginals", "OTSolverError"]
+__all__ = [
+    "exact_ot",
+    "correlation_cost",
+    "correlation_ot",
+    "restricted_network_simplex",
+    "CorrelationCost",
+    "DenseCost",
+    "sparse_plan",
+    "transport_marginals",
+    "OTSolverError",
+]

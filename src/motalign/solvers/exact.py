@@ -17,7 +17,20 @@ with marginals ``1/n`` and ``1/m``:
   entry of each violating row is added, and the loop ends when none is below
   ``-PRICING_TOLERANCE``.  The duals are then feasible for the full problem, so the plan
   is optimal for it (LP duality; the value is within ``PRICING_TOLERANCE`` of the optimum)
-  and is a vertex of the transport polytope, as a dense solve would return.
+  and is a vertex of the transport polytope, as a dense solve would return.  The entries
+  already in the restricted problem are left out of pricing: the simplex solved it
+  optimally, and their reduced costs carry only the round-off of its duals (about 1e-12
+  at a few thousand units, which used to stall the loop there).
+
+The column generation reads the cost through an oracle: a matrix in memory
+(:class:`DenseCost`) or the correlation-distance cost computed block by block from the
+z-scored data (:class:`CorrelationCost`, used by :func:`correlation_ot` above
+``ON_DEMAND_MIN_ENTRIES`` entries: the global baselines of Appendix F), so that no n x m
+array is ever held on that path.  There every pass over all entries costs a GEMM, so the
+first pass also keeps a pool of the next cheapest entries of every row, which is priced
+before all entries are (see :func:`restricted_network_simplex`): typically one pass for
+the candidates and one that certifies the optimum.  Memory on that path:
+``O((n + m) T + ON_DEMAND_POOL * max(n, m) + ON_DEMAND_BLOCK_ENTRIES)``.
 
 Plans come back as ``scipy.sparse.csr_matrix``: an exact plan has at most ``n + m - 1``
 non-zeros.
@@ -64,6 +77,14 @@ PRICING_TOLERANCE = 1e-12
 _PRICING_BLOCK = 128
 #: columns whose cheapest entries are chosen together
 _CANDIDATE_BLOCK = 256
+#: :func:`correlation_ot` computes the cost on demand (:class:`CorrelationCost`) above this
+#: many entries (32 MB of float64): the global baselines' 15,000 x 15,000 problems (App. F)
+#: then need no 1.8 GB matrix; the inner-OT engine keeps its dense blocks (exact_ot)
+ON_DEMAND_MIN_ENTRIES = 4 * 2**20
+#: costs per block computed on demand (32 MB of float64)
+ON_DEMAND_BLOCK_ENTRIES = 4 * 2**20
+#: cheap entries per row and per column kept from the first pass over an on-demand cost
+ON_DEMAND_POOL = 128
 
 
 def exact_ot(cost: np.ndarray) -> tuple[sp.csr_matrix, float]:
@@ -111,39 +132,169 @@ def north_west_corner(n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
     col_ends = np.arange(1, m + 1, dtype=np.int64) * n
     breaks = np.union1d(row_ends, col_ends)
     midpoints = np.concatenate([[0], breaks[:-1]]) + breaks  # twice each segment's middle
-    return (np.searchsorted(2 * row_ends, midpoints, side="right"),
-            np.searchsorted(2 * col_ends, midpoints, side="right"))
+    return (
+        np.searchsorted(2 * row_ends, midpoints, side="right"),
+        np.searchsorted(2 * col_ends, midpoints, side="right"),
+    )
+
+
+class DenseCost:
+    """Cost oracle of a cost matrix held in memory (what :func:`exact_ot` solves).
+
+    The column generation of :func:`restricted_network_simplex` reads costs only through an
+    oracle: ``shape``, ``rows(start, stop)`` (a block of rows), ``columns(start, stop)`` (a
+    block of columns, transposed and contiguous), ``entries(keys)`` (the costs of the keys
+    ``i * m + j``), ``total(plan)`` (``<C, plan>``), ``row_block`` and ``column_block`` (the
+    block sizes), ``writable_rows`` (whether ``rows`` returns a fresh array) and, optionally,
+    ``pool`` (the candidate pool of :func:`restricted_network_simplex`; none here: a pass
+    over a matrix in memory is cheap).
+    """
+
+    row_block = _PRICING_BLOCK
+    column_block = _CANDIDATE_BLOCK
+    writable_rows = False  # rows() returns a view of the matrix
+
+    def __init__(self, cost: np.ndarray):
+        self.cost = cost
+        self.shape = cost.shape
+
+    def rows(self, start, stop):
+        return self.cost[start:stop]
+
+    def columns(self, start, stop):
+        return np.ascontiguousarray(self.cost[:, start:stop].T)
+
+    def entries(self, keys):
+        rows, cols = np.divmod(keys, self.shape[1])
+        return self.cost[rows, cols]
+
+    def total(self, plan):
+        return float(plan.multiply(self.cost).sum())
+
+
+class CorrelationCost:
+    """Cost oracle of the correlation-distance cost ``1 - xz^T yz / T`` that never holds the
+    n x m matrix: a block of rows (or columns) is one GEMM of the z-scored blocks, computed
+    when asked for, and single entries are dot products of length T.
+
+    Holds the transposed blocks (``(n + m) T`` floats) and, while a block is in use, one
+    block of about ``ON_DEMAND_BLOCK_ENTRIES`` costs.  ``xz`` (T x n) and ``yz`` (T x m)
+    are z-scored as for :func:`correlation_cost`; an F-ordered ``xz`` (e.g. ``a.T`` of a
+    C-ordered ``a``) is used without a copy.
+    """
+
+    writable_rows = True  # rows() returns a fresh array the caller may overwrite
+    pool = ON_DEMAND_POOL
+
+    def __init__(self, xz: np.ndarray, yz: np.ndarray, n_stimuli: int | None = None):
+        if xz.ndim != 2 or yz.ndim != 2 or xz.shape[0] != yz.shape[0] or 0 in xz.shape + yz.shape:
+            raise ValueError(f"CorrelationCost: need T x n and T x m blocks, got {xz.shape} and {yz.shape}")
+        self._xt = np.ascontiguousarray(xz.T, dtype=np.float64)  # n x T
+        self._yt = np.ascontiguousarray(yz.T, dtype=np.float64)  # m x T
+        self._scale = -1.0 / (xz.shape[0] if n_stimuli is None else n_stimuli)
+        n, m = self.shape = (xz.shape[1], yz.shape[1])
+        self.row_block = max(1, ON_DEMAND_BLOCK_ENTRIES // m)
+        self.column_block = max(1, ON_DEMAND_BLOCK_ENTRIES // n)
+
+    def _cost(self, a, b):
+        block = a @ b.T
+        block *= self._scale
+        block += 1.0
+        return block
+
+    def rows(self, start, stop):
+        return self._cost(self._xt[start:stop], self._yt)
+
+    def columns(self, start, stop):
+        return self._cost(self._yt[start:stop], self._xt)
+
+    def entries(self, keys):
+        rows, cols = np.divmod(np.asarray(keys, dtype=np.int64), self.shape[1])
+        out = np.empty(rows.size)
+        step = max(1, ON_DEMAND_BLOCK_ENTRIES // (2 * self._xt.shape[1]))
+        for start in range(0, rows.size, step):
+            stop = start + step
+            out[start:stop] = np.einsum("ij,ij->i", self._xt[rows[start:stop]], self._yt[cols[start:stop]])
+        out *= self._scale
+        out += 1.0
+        return out
+
+    def total(self, plan):
+        plan = plan.tocoo()
+        return float(plan.data @ self.entries(plan.row.astype(np.int64) * self.shape[1] + plan.col))
+
+
+def _oracle(cost):
+    return cost if hasattr(cost, "entries") else DenseCost(cost)
 
 
 def _cheapest_entries(cost, k):
     """Keys ``i * m + j`` of the k cheapest entries of every row and of every column, and
-    of the north-west corner support."""
-    n, m = cost.shape
+    of the north-west corner support; ``cost`` is a matrix or a cost oracle, read one block
+    of rows and one block of columns at a time."""
+    oracle = _oracle(cost)
+    n, m = oracle.shape
     kr, kc = min(k, m - 1), min(k, n - 1)
-    rows = np.repeat(np.arange(n, dtype=np.int64), kr) * m + np.argpartition(cost, kr, axis=1)[:, :kr].ravel()
+    by_row = np.empty((n, kr), dtype=np.int64)
+    for start in range(0, n, oracle.row_block):
+        stop = min(start + oracle.row_block, n)
+        by_row[start:stop] = np.argpartition(oracle.rows(start, stop), kr, axis=1)[:, :kr]
+    rows = np.repeat(np.arange(n, dtype=np.int64), kr) * m + by_row.ravel()
     by_column = np.empty((m, kc), dtype=np.int64)
-    for start in range(0, m, _CANDIDATE_BLOCK):  # a contiguous copy of a few columns at a time
-        stop = min(start + _CANDIDATE_BLOCK, m)
-        block = np.ascontiguousarray(cost[:, start:stop].T)
-        by_column[start:stop] = np.argpartition(block, kc, axis=1)[:, :kc]
+    for start in range(0, m, oracle.column_block):
+        stop = min(start + oracle.column_block, m)
+        by_column[start:stop] = np.argpartition(oracle.columns(start, stop), kc, axis=1)[:, :kc]
     cols = by_column.ravel() * m + np.repeat(np.arange(m), kc)
     nw_rows, nw_cols = north_west_corner(n, m)
     return np.concatenate([rows, cols, nw_rows.astype(np.int64) * m + nw_cols])
 
 
-def price(cost, u, v):
+class _ColumnMinimum:
+    """Running minimum (and its first row) of every column over blocks of rows."""
+
+    def __init__(self, m):
+        self.value = np.full(m, np.inf)
+        self.arg = np.zeros(m, dtype=np.int64)
+
+    def update(self, block, start):
+        lower = np.flatnonzero(block.min(axis=0) < self.value)
+        if lower.size == self.value.size:
+            arg = block.argmin(axis=0)
+        elif lower.size:
+            arg = block[:, lower].argmin(axis=0)
+        else:
+            return
+        self.arg[lower] = arg + start
+        self.value[lower] = block[arg, lower]
+
+
+def price(cost, u, v, exclude=None, columns=False):
     """For each row the entry of least reduced cost ``C_ij - u_i - v_j``: returns
-    ``(arg, value)``, priced in blocks of rows that stay in cache.  Every entry is
-    priced: an entry with a negative reduced cost makes its row's minimum negative."""
-    n, _ = cost.shape
+    ``(arg, value)``, priced in blocks of rows (of a matrix, or of a cost oracle).  Every
+    entry is priced, except the keys ``i * m + j`` in the sorted array ``exclude`` (the
+    restricted problem's own entries, whose reduced costs carry only the round-off of the
+    simplex's duals): an entry with a negative reduced cost makes its row's minimum
+    negative.  A row with every entry excluded gets value ``inf``.  With ``columns`` the
+    same for each column is returned too: ``(arg, value, column_arg, column_value)``."""
+    oracle = _oracle(cost)
+    n, m = oracle.shape
     arg = np.empty(n, dtype=np.int64)
     value = np.empty(n)
-    for start in range(0, n, _PRICING_BLOCK):
-        stop = min(start + _PRICING_BLOCK, n)
-        reduced = cost[start:stop] - v
+    by_column = _ColumnMinimum(m) if columns else None
+    for start in range(0, n, oracle.row_block):
+        stop = min(start + oracle.row_block, n)
+        block = oracle.rows(start, stop)
+        reduced = np.subtract(block, v, out=block if oracle.writable_rows else None)
         reduced -= u[start:stop, None]
+        if exclude is not None:
+            lo, hi = np.searchsorted(exclude, (start * m, stop * m))
+            reduced.reshape(-1)[exclude[lo:hi] - start * m] = np.inf
         arg[start:stop] = reduced.argmin(axis=1)
         value[start:stop] = reduced[np.arange(stop - start), arg[start:stop]]
+        if columns:
+            by_column.update(reduced, start)
+    if columns:
+        return arg, value, by_column.arg, by_column.value
     return arg, value
 
 
@@ -156,7 +307,8 @@ def _sparse_network_simplex(a, b, rows, cols, values, duals=None):
     if _emd_c_sparse is not None:
         warm = duals if duals is not None else ()
         flow_rows, flow_cols, flows, _, u, v, code = _emd_c_sparse(
-            a, b, rows.astype(np.uint64), cols.astype(np.uint64), values, max_iter, *warm)
+            a, b, rows.astype(np.uint64), cols.astype(np.uint64), values, max_iter, *warm
+        )
         _check_result({"result_code": code, "warning": f"result code {code}"}, n, m, "sparse")
         plan = sp.csr_matrix((flows, (flow_rows.astype(np.int64), flow_cols.astype(np.int64))), shape=(n, m))
     else:  # pragma: no cover - depends on the POT build
@@ -169,27 +321,122 @@ def _sparse_network_simplex(a, b, rows, cols, values, duals=None):
     return plan, (np.asarray(u, dtype=np.float64), np.asarray(v, dtype=np.float64))
 
 
-def restricted_network_simplex(cost, *, candidates: int = SPARSE_CANDIDATES,
-                               tolerance: float = PRICING_TOLERANCE, max_rounds: int = 10_000):
+def _pooled_entries(oracle, k, per_row):
+    """One pass over the rows of an on-demand cost: the first restricted problem (the k
+    cheapest entries of every row, the cheapest of every column and the north-west corner
+    support) and the pool (the next ``per_row - k`` cheapest entries of every row), with
+    their costs.  Returns sorted disjoint ``(keys, values, pool_keys, pool_values)``."""
+    n, m = oracle.shape
+    kp = min(per_row, m)
+    row_cols, row_vals = np.empty((n, kp), dtype=np.int64), np.empty((n, kp))
+    by_column = _ColumnMinimum(m)
+    for start in range(0, n, oracle.row_block):
+        stop = min(start + oracle.row_block, n)
+        block = oracle.rows(start, stop)
+        row_cols[start:stop] = np.argpartition(block, kp - 1, axis=1)[:, :kp]
+        row_vals[start:stop] = np.take_along_axis(block, row_cols[start:stop], axis=1)
+        by_column.update(block, start)
+    row_cols += np.arange(n, dtype=np.int64)[:, None] * m  # now the keys i * m + j
+    first = np.ones((n, kp), dtype=bool)  # the k cheapest of every row
+    if k < kp:
+        first[:] = False
+        np.put_along_axis(first, np.argpartition(row_vals, k - 1, axis=1)[:, :k], True, axis=1)
+    # the costs of these come from the GEMM blocks; of the north-west corner, from dot products
+    keys, index = np.unique(np.concatenate([row_cols[first], by_column.arg * m + np.arange(m)]), return_index=True)
+    values = np.concatenate([row_vals[first], by_column.value])[index]
+    nw_rows, nw_cols = north_west_corner(n, m)
+    corner = np.setdiff1d(nw_rows.astype(np.int64) * m + nw_cols, keys)
+    order = np.argsort(np.concatenate([keys, corner]), kind="stable")
+    keys = np.concatenate([keys, corner])[order]
+    values = np.concatenate([values, oracle.entries(corner)])[order]
+    np.logical_not(first, out=first)
+    pool_keys, pool_values = row_cols[first], row_vals[first]
+    del row_cols, row_vals, first
+    order = np.argsort(pool_keys)
+    pool_keys, pool_values = pool_keys[order], pool_values[order]
+    del order
+    rest = np.searchsorted(keys, pool_keys)
+    np.minimum(rest, keys.size - 1, out=rest)
+    rest = keys[rest] != pool_keys  # not already in the first restricted problem
+    return keys, values, pool_keys[rest], pool_values[rest]
+
+
+def _price_pool(keys, values, u, v, m, tolerance):
+    """Indices (sorted) into the pool of its most negative reduced cost in every row and in
+    every column that has one below ``-tolerance``."""
+    rows, cols = np.divmod(keys, m)
+    reduced = values - u[rows] - v[cols]
+    bad = np.flatnonzero(reduced < -tolerance)
+    chosen = []
+    for line in (rows[bad], cols[bad]):
+        order = np.lexsort((reduced[bad], line))
+        first = np.ones(order.size, dtype=bool)
+        first[1:] = line[order][1:] != line[order][:-1]
+        chosen.append(bad[order[first]])
+    return np.union1d(*chosen)
+
+
+def restricted_network_simplex(
+    cost,
+    *,
+    candidates: int = SPARSE_CANDIDATES,
+    tolerance: float = PRICING_TOLERANCE,
+    max_rounds: int = 10_000,
+    pool: int | None = None,
+):
     """Exact OT by column generation on POT's sparse network simplex; see the module
-    docstring.  Returns ``(plan, <cost, plan>)`` like :func:`exact_ot`."""
-    n, m = cost.shape
+    docstring.  ``cost`` is an n x m matrix or a cost oracle (:class:`DenseCost`,
+    :class:`CorrelationCost`).  Returns ``(plan, <cost, plan>)`` like :func:`exact_ot`.
+
+    ``pool`` (default: the oracle's ``pool``; 0 for a matrix) is for costs computed on
+    demand, where every pass over all entries costs a GEMM: the first pass then keeps the
+    ``candidates`` cheapest entries of every row and the cheapest of every column for the
+    first restricted problem, and the next ``pool * ceil(m / n)`` cheapest of every row,
+    with their costs, as a pool.  After each solve the pool is priced first (its most
+    negative entry of every row and every column enters); all entries are priced only
+    when no pool entry has a negative reduced cost, and then the most negative entry of
+    every row and of every column enters.  The certificate is the same: the loop ends only
+    after a pass over all entries finds none below ``-tolerance``.
+
+    The restricted problem's entries are kept as keys ``i * m + j`` (in the order they
+    entered, with their costs, plus a sorted copy for membership), never as an n x m
+    array.
+    """
+    oracle = _oracle(cost)
+    n, m = oracle.shape
     a, b = np.full(n, 1.0 / n), np.full(m, 1.0 / m)
-    in_set = np.zeros(n * m, dtype=bool)
-    in_set[_cheapest_entries(cost, candidates)] = True
-    keys = np.flatnonzero(in_set)
+    pool = getattr(oracle, "pool", 0) if pool is None else pool
+    if pool:
+        per_row = candidates + pool * -(-m // n)  # a row of a wide problem sends mass to ~m/n columns
+        keys, values, pool_keys, pool_values = _pooled_entries(oracle, candidates, per_row)
+    else:
+        keys = np.unique(_cheapest_entries(oracle, candidates))
+        values, pool_keys, pool_values = oracle.entries(keys), keys[:0], np.empty(0)
+    members = keys
     duals = None
     for _ in range(max_rounds):
         rows, cols = np.divmod(keys, m)
-        plan, duals = _sparse_network_simplex(a, b, rows, cols, cost[rows, cols], duals)
-        arg, value = price(cost, *duals)
-        bad = np.flatnonzero(value < -tolerance)
-        if bad.size == 0:
-            return plan, float((plan.multiply(cost)).sum())
-        new = bad * m + arg[bad]
-        new = new[~in_set[new]]
-        in_set[new] = True
+        plan, duals = _sparse_network_simplex(a, b, rows, cols, values, duals)
+        chosen = _price_pool(pool_keys, pool_values, *duals, m, tolerance) if pool_keys.size else []
+        if len(chosen):
+            new, new_values = pool_keys[chosen], pool_values[chosen]
+            pool_keys, pool_values = np.delete(pool_keys, chosen), np.delete(pool_values, chosen)
+        else:
+            if not pool:
+                arg, value = price(oracle, *duals, exclude=members)
+                new = np.flatnonzero(value < -tolerance)
+                new = new * m + arg[new]  # one per row, none in the restricted problem yet
+            else:  # the pool (priced above) is left out too
+                exclude = np.union1d(members, pool_keys)
+                arg, value, col_arg, col_value = price(oracle, *duals, exclude=exclude, columns=True)
+                new, bad = np.flatnonzero(value < -tolerance), np.flatnonzero(col_value < -tolerance)
+                new = np.union1d(new * m + arg[new], col_arg[bad] * m + bad)
+            if new.size == 0:
+                return plan, oracle.total(plan)
+            new_values = oracle.entries(new)
         keys = np.concatenate([keys, new])
+        values = np.concatenate([values, new_values])
+        members = np.insert(members, np.searchsorted(members, new), new)  # new is sorted
     raise OTSolverError(f"exact_ot: column generation did not converge on a {n} x {m} problem")
 
 
@@ -225,7 +472,17 @@ def correlation_cost(xz: np.ndarray, yz: np.ndarray, n_stimuli: int | None = Non
 
 
 def correlation_ot(xz: np.ndarray, yz: np.ndarray) -> tuple[sp.csr_matrix, float]:
-    """Inner OT of MOT (Sec. 2.2.1, Eq. 2): exact OT on the correlation-distance cost."""
+    """Inner OT of MOT (Sec. 2.2.1, Eq. 2): exact OT on the correlation-distance cost of
+    the z-scored blocks ``xz`` (T x n) and ``yz`` (T x m).
+
+    Up to ``ON_DEMAND_MIN_ENTRIES`` entries (or when a side is narrower than
+    ``SPARSE_MIN_WIDTH``) the cost is built and solved by :func:`exact_ot`; above, by column
+    generation on the cost computed on demand (:class:`CorrelationCost`), in memory
+    ``O((n + m) T + candidates + block)`` instead of ``8 n m`` bytes.  Both are exact.
+    """
+    n, m = xz.shape[1], yz.shape[1]
+    if n * m > ON_DEMAND_MIN_ENTRIES and min(n, m) >= SPARSE_MIN_WIDTH:
+        return restricted_network_simplex(CorrelationCost(xz, yz))
     return exact_ot(correlation_cost(xz, yz))
 
 
