@@ -156,7 +156,9 @@ def _measure_inner_ot(spec):
     from .shards import shard_pairs
 
     pairs = shard_pairs(spec["n_x"], spec["n_y"], spec["shard_size"], spec["shard"])
-    k = min(len(pairs), spec["max_pairs"])
+    # the whole shard by default: its target layers' z-scores are kept, so part of it
+    # would under-measure the memory
+    k = len(pairs) if spec["max_pairs"] is None else min(len(pairs), spec["max_pairs"])
     inner_shard(
         spec["x"],
         spec["y"],
@@ -235,10 +237,31 @@ def _measure_baseline(spec):
     if spec["kind"] == "rsa":
         baselines.PairwiseRSA(max_stimuli=4000, random_state=0).fit(x_fit, y_fit)
         return 1, 1
-    # pairwise linear predictivity: all layers held, the first k target layers fitted
-    k = min(len(y_fit), spec["max_units"])
-    baselines.PairwiseLinearPredictivity().fit(x_fit, y_fit[:k])
-    return k, len(y_fit)
+    # pairwise linear predictivity, timed by phase: z-scores and the source layers' Gram
+    # matrices (once), the LOO scores of k target layers (x M), the selected pairs' weights
+    # (one decomposition per target layer some source layer selects: at most min(L, M))
+    from ..preprocessing import LayerStats
+    from ..ridge import SharedRidgeLOO, loo_score_table
+
+    xz = [LayerStats.fit(a).transform(a) for a in x_fit]
+    yz = [LayerStats.fit(a).transform(a) for a in y_fit]
+    if not baselines._gram_scores_cheaper(xz, yz, len(baselines.DEFAULT_ALPHAS)):
+        k = min(len(y_fit), spec["max_units"])
+        baselines.PairwiseLinearPredictivity().fit(x_fit, y_fit[:k])
+        return k, len(y_fit)
+    start = time.process_time()
+    grams = [a @ a.T for a in xz]
+    once = time.process_time() - start
+    k = min(len(yz), spec["max_units"])
+    start = time.process_time()
+    for m in range(k):
+        loo_score_table(yz[m], baselines.DEFAULT_ALPHAS, grams, [a.shape[1] for a in xz])
+    per_target = (time.process_time() - start) / k
+    start = time.process_time()
+    SharedRidgeLOO(yz[0], baselines.DEFAULT_ALPHAS[:1]).fit(xz[0])
+    per_selected = time.process_time() - start
+    return {"projected_cpu_s": once + len(yz) * per_target + min(len(xz), len(yz)) * per_selected,
+            "units": (k, len(yz))}
 
 
 def _measure_subsample(spec):
@@ -253,7 +276,16 @@ def _measure_subsample(spec):
     pairs = [(l, m) for l in range(len(x_fit)) for m in range(len(y_fit))]
     k = min(len(pairs), spec["max_pairs"])
     options, stopping = engine_settings({**spec["mot"], "n_jobs": spec["threads"]})
-    list(align_pairs(x_fit, y_fit, pairs=pairs[:k], rotation=spec["rotation"], alternation=stopping, options=options))
+    # the whole fit keeps every layer's z-scores: make them all, then time k pairs
+    from ..inner.layers import Standardized
+
+    x_std, y_std = Standardized(x_fit), Standardized(y_fit)
+    kept = [std(i) for std, n in ((x_std, len(x_fit)), (y_std, len(y_fit))) for i in range(n)]
+    list(
+        align_pairs(x_fit, y_fit, x_std.stats, y_std.stats, pairs=pairs[:k], rotation=spec["rotation"],
+                    alternation=stopping, options=options)
+    )
+    del kept
     return k, len(pairs)
 
 
@@ -265,7 +297,7 @@ def _measure_three_level_block(spec):
     xs = [check_layers(load_network(spec["x"])[0], "x") for _ in range(spec["block"])]
     ys = [check_layers(load_network(path)[0], "y") for path in spec["y_revisions"]]
     k = min(len(ys), spec["max_units"])
-    checkpoint_costs(xs[:1], ys[:k], **spec["mot"])
+    checkpoint_costs(xs[:1], ys[:k], **{**spec["mot"], "n_jobs": spec["threads"]})
     return k, spec["block"] * len(ys)
 
 
@@ -287,32 +319,37 @@ def _child(spec_path) -> None:
     from . import alignment_jobs  # noqa: F401
 
     wall, cpu = time.perf_counter(), time.process_time()
-    done, total = MEASURE[spec["rule"]](spec)
+    outcome = MEASURE[spec["rule"]](spec)
+    cpu = time.process_time() - cpu
+    if isinstance(outcome, dict):  # timed by phase: the measurement projects the job itself
+        (done, total), projected = outcome["units"], outcome["projected_cpu_s"]
+    else:  # a share of uniform work units
+        (done, total), projected = outcome, cpu * outcome[1] / max(1, outcome[0])
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    print(
-        "MEASURED "
-        + json.dumps(
-            {
-                "units_done": done,
-                "units_total": total,
-                "wall_s": time.perf_counter() - wall,
-                "cpu_s": time.process_time() - cpu,
-                "peak_mb": usage.ru_maxrss / 1024.0,
-            }
-        )
-    )
+    figures = {"units_done": done, "units_total": total, "wall_s": time.perf_counter() - wall,
+               "cpu_s": cpu, "projected_cpu_s": projected, "peak_mb": usage.ru_maxrss / 1024.0}
+    print("MEASURED " + json.dumps(figures))
 
 
 def run_measurement(spec: dict, workdir) -> dict:
-    """Run one measurement in a fresh interpreter; its figures, or ``{"error": ...}``."""
-    path = Path(workdir) / f"spec_{spec['rule']}_{abs(hash(json.dumps(spec, sort_keys=True)))}.json"
+    """Run one measurement in a fresh interpreter; its figures, or ``{"error": ...}``.  A
+    measurement of the same spec already made in ``workdir`` is reused (delete its
+    ``measured_*.json`` to measure again)."""
+    import hashlib
+
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    path = Path(workdir) / f"spec_{spec['rule']}_{key}.json"
+    done_path = Path(workdir) / f"measured_{spec['rule']}_{key}.json"
+    if done_path.exists():
+        return {**json.loads(done_path.read_text()), "reused": True}
     path.write_text(json.dumps(spec))
-    done = subprocess.run(
-        [sys.executable, "-m", "motalign.workflow.estimate", str(path)], capture_output=True, text=True
-    )
+    done = subprocess.run([sys.executable, "-m", "motalign.workflow.estimate", str(path)],
+                          capture_output=True, text=True)
     for line in done.stdout.splitlines():
         if line.startswith("MEASURED "):
-            return json.loads(line[9:])
+            result = json.loads(line[9:])
+            done_path.write_text(json.dumps(result))
+            return result
     return {"error": (done.stderr or done.stdout)[-2000:]}
 
 
@@ -369,7 +406,7 @@ def _spec(config, job, files, workdir, budget_units) -> dict:
             shard=int(wc["shard"]),
             shard_size=config["shard_size"],
             rotation=rotation,
-            max_pairs=max(1, job.threads) * budget_units,
+            max_pairs=None,
             out=str(Path(workdir) / "shard.npz"),
         )
     elif rule == "outer_ot":
@@ -463,7 +500,7 @@ def _project(config, jobs, workdir, budget_units, log):
                 }
                 record.update(measured)
                 if "peak_mb" in measured:
-                    cpu_job = measured["cpu_s"] * measured["units_total"] / max(1, measured["units_done"])
+                    cpu_job = measured["projected_cpu_s"]
                     record["projected_runtime_min"] = cpu_job / max(1, job.threads) / 60.0
                     record["extrapolated"] = measured["units_done"] < measured["units_total"]
                     ratios[variant] = (

@@ -64,8 +64,18 @@ MIN_RUNTIME_MIN = 10
 #: (column generation, correlation costs); ``svd`` seconds per n^3 / 1e9 of an n x n SVD;
 #: ``io`` bytes/s read from an uncompressed npz
 RATES = {"gemm": 2.0e10, "ot": 0.35, "svd": 2.5, "io": 4.0e8}
-#: the MOT+R alternation's rounds assumed for run time (its cap is ``mot.max_iter``)
-MOT_R_ROUNDS = 12
+#: the MOT+R alternation's rounds assumed for run time (its cap is ``mot.max_iter``; on
+#: synthetic data of the paper's shapes it stops after 2-3)
+MOT_R_ROUNDS = 6
+#: outer OT: seconds per activation value read and z-scored (measured: 45 CPU s for the
+#: 1.3e9 values of DINOv2-S x DINOv2-G on 20,000 images)
+OUTER_SECONDS_PER_VALUE = 3.5e-8
+#: outer OT: measured / modelled time of its Procrustes steps (the GEMMs of a
+#: single-threaded job run below the ``gemm`` rate)
+ROTATION_STEP_FACTOR = 3.0
+#: seconds per small layer pair beyond its flops (z-scoring, Python, solver set-up;
+#: measured on the three-level blocks' 128-unit pairs)
+SMALL_PAIR_OVERHEAD_S = 0.07
 
 
 # --------------------------------------------------------------------------- shapes
@@ -220,25 +230,26 @@ def inner_ot_need(x_widths, y_widths, pairs, *, n_total: int, n_fit_rows: int, r
     return Need(memory / MB, seconds / 60.0)
 
 
-def outer_ot_need(x_widths, y_widths, *, n_total: int, n_fit_rows: int, rotation: bool, plan_entries: int) -> Need:
-    """An ``outer_ot`` job: both networks' fit layers as stored and as float64 z-scores,
-    then the held-out layers (z-scores and reconstructions of one source layer per
-    coupling at a time), and every pair's sparse plan."""
+def outer_ot_need(x_widths, y_widths, *, n_total: int, n_fit_rows: int, rotation: bool,
+                  plan_entries: int) -> Need:
+    """An ``outer_ot`` job: both networks' fit layers as stored (float32), each layer's
+    z-scores made one at a time, and every pair's sparse plan; for MOT+R also every fit
+    layer's float64 z-scores, kept for the rotations it rebuilds.  The held-out layers are
+    read after the fit layers are freed.  Time: reading and z-scoring the layers (measured
+    per value) and, for MOT+R, one GEMM and one SVD per layer pair a coupling uses."""
     width = sum(x_widths) + sum(y_widths)
     n_held = n_total - n_fit_rows
-    fit = 12.0 * n_fit_rows * width  # stored (4) + z-scores (8)
-    held = 12.0 * n_held * width + 16.0 * n_held * max(x_widths)
-    plans = 20.0 * plan_entries  # csr: value + index, built from coo
-    memory = BASE_MB["ot"] * MB + fit + held + plans
+    widest = max(max(x_widths), max(y_widths))
+    fit = 4.0 * n_fit_rows * width + 24.0 * n_fit_rows * widest
     if rotation:
-        memory += 8.0 * 3 * max(x_widths) ** 2 + 8.0 * max(x_widths) * max(y_widths)
-    pairs = len(x_widths) * len(y_widths)
-    seconds = (
-        (4.0 * n_total * width) / RATES["io"] + pairs * 2e-3 + _gemm_s(8.0 * n_held * sum(x_widths) * max(y_widths))
-    )
+        fit += 8.0 * n_fit_rows * width + 8.0 * 3 * max(x_widths) ** 2
+    held = 4.0 * n_held * width + 24.0 * n_held * widest
+    memory = BASE_MB["ot"] * MB + max(fit, held) + 20.0 * plan_entries
+    seconds = OUTER_SECONDS_PER_VALUE * n_total * width + len(x_widths) * len(y_widths) * 2e-3
     if rotation:  # one Procrustes step (a GEMM and an SVD) per pair a coupling uses
         used = 3 * len(x_widths) + len(y_widths)
-        seconds += used * (_gemm_s(2.0 * n_fit_rows * max(x_widths) * max(y_widths)) + _svd_s(max(x_widths)))
+        step = _gemm_s(2.0 * n_fit_rows * max(x_widths) * max(y_widths)) + _svd_s(max(x_widths))
+        seconds += ROTATION_STEP_FACTOR * used * step
     return Need(memory / MB, seconds / 60.0)
 
 
@@ -260,12 +271,16 @@ def baseline_need(
             seconds += 12 * _gemm_s(2.0 * f * nx * ny) + 4 * _ot_s(min(nx, 4000), min(ny, 4000))
             seconds += _gemm_s(2.0 * f * f * ny + 2.0 * (n_alphas + 2) * f * f * nx) + _svd_s(f)
         elif kind == "linear_predictivity":
+            # motalign.baselines.PairwiseLinearPredictivity: LOO scores through f x f
+            # matrices (every source layer's Gram matrix held) or, when cheaper, a
+            # decomposition per target layer and an f x f x n product per pair and penalty
             data += 12.0 * h * (nx + ny)
-            solver = 8.0 * (3 * f * f + 3 * f * max(xw))
-            for m in yw:
-                seconds += _gemm_s(2.0 * f * min(f, m) * max(f, m)) + _svd_s(min(f, m))
-                seconds += sum(_gemm_s(2.0 * (n_alphas + 1) * min(f, m) * f * n) for n in xw)
-        elif kind == "rsa":
+            gram = len(yw) * (10.0 + 4.0 * n_alphas) * f**3 + n_alphas * len(xw) * len(yw) * f * f + 2.0 * f * f * nx
+            direct = len(yw) * n_alphas * 2.0 * f * f * nx
+            solver = 8.0 * (3 * f * f + 3 * f * max(xw)) + (8.0 * f * f * len(xw) if gram < direct else 0.0)
+            seconds += _gemm_s(min(gram, direct))
+        elif kind == "rsa":  # on the activations as stored (no z-scores), one RDM per layer
+            data = 4.0 * f * (nx + ny)
             s = min(f, rsa_stimuli)
             solver = 8.0 * (s * s / 2) * (len(xw) + len(yw) + 2)
             seconds += sum(_gemm_s(2.0 * s * s * w) for w in list(xw) + list(yw))
@@ -296,7 +311,9 @@ def three_level_block_need(x_widths, y_widths, *, n_total: int, block: int, revi
     largest = max(pair_bytes(n, m, n_total, False) for n in x_widths for m in y_widths)
     memory = BASE_MB["ot"] * MB + data + z_scores + threads * largest
     per_checkpoint = sum(
-        pair_seconds(n, m, n_total, False) + _gemm_s(6.0 * n_total * (n + m)) for n in x_widths for m in y_widths
+        pair_seconds(n, m, n_total, False) + _gemm_s(6.0 * n_total * (n + m)) + SMALL_PAIR_OVERHEAD_S
+        for n in x_widths
+        for m in y_widths
     )
     return Need(memory / MB, block * revisions * per_checkpoint / max(1, threads) / 60.0)
 
