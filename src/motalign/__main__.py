@@ -24,8 +24,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "estimate":
-        from .workflow.estimate import estimate as run_estimate
-        from .workflow.estimate import format_table
+        from .workflow.estimate import estimate as run_estimate  # deferred: Snakemake, POT
+        from .workflow.estimate import format_table  # deferred: Snakemake, POT
 
         rows = run_estimate(args.configfile, workdir=args.workdir, budget_units=args.units,
                             log=lambda message: print(message, file=sys.stderr, flush=True))

@@ -11,6 +11,7 @@ and :data:`MIN_MEM_MB` MB (a cluster does not grant less usefully).
 from __future__ import annotations
 
 from .config import METHODS, n_layers
+from .shards import shard_pairs
 from .sizes import (
     MB,
     Need,
@@ -87,8 +88,6 @@ def rule_need(config: dict, rule: str, wildcards: dict, threads: int = 1, paths:
     total = n_stimuli(config, dataset)
     fit = n_fit(config, total)
     if rule == "inner_ot":
-        from .shards import shard_pairs
-
         xw = _widths(config, wc["source"], paths, "x")
         yw = _widths(config, wc["target"], paths, "y")
         pairs = shard_pairs(len(xw), len(yw), config["shard_size"], int(wc["shard"]))

@@ -34,6 +34,11 @@ import os
 import zipfile
 from dataclasses import dataclass
 
+import numpy as np
+
+from ..datasets.nsd.simulate import VOXELS_PER_REGION
+from ..datasets.photos import PHOTOS
+from ..datasets.stsb import STSB_PAPER_COUNT
 from .config import ConfigError, n_layers, network_kind
 
 MB = 1024**2
@@ -87,8 +92,6 @@ def n_stimuli(config: dict, dataset: str) -> int:
     source = spec["source"]
     key = f"datasets.{dataset}"
     if source == "stsb":
-        from ..datasets.stsb import STSB_PAPER_COUNT  # light: constants only
-
         return int(spec.get("expected_count", STSB_PAPER_COUNT))
     if source == "imagenet":
         if "per_class" not in spec:
@@ -97,8 +100,6 @@ def n_stimuli(config: dict, dataset: str) -> int:
     if source == "sklearn_digits":
         return int(spec["n_images"])
     if source == "skimage_photos":
-        from ..datasets.photos import PHOTOS
-
         return len(PHOTOS) * int(spec.get("crops_per_photo", 16))
     if source == "nsd":
         if config["nsd"]["source"] == "simulated":
@@ -125,8 +126,6 @@ def declared_widths(config: dict, name: str) -> list:
     if network_kind(config, name) == "brain":
         nsd = config["nsd"]
         if nsd["source"] == "simulated":
-            from ..datasets.nsd.simulate import VOXELS_PER_REGION
-
             return [VOXELS_PER_REGION[1]] * layers
         planning = {**PLANNING_VOXELS, **nsd.get("planning_voxels", {})}
         return [int(planning[region]) for region in nsd["regions"]]
@@ -145,8 +144,6 @@ def file_widths(path) -> list | None:
         return None
     try:
         with zipfile.ZipFile(path) as archive, archive.open("__metadata__.npy") as handle:
-            import numpy as np
-
             meta = json.loads(str(np.lib.format.read_array(handle, allow_pickle=False)))
         return [int(w) for w in meta["widths"]]
     except (OSError, KeyError, ValueError, zipfile.BadZipFile):
@@ -230,8 +227,7 @@ def inner_ot_need(x_widths, y_widths, pairs, *, n_total: int, n_fit_rows: int, r
     return Need(memory / MB, seconds / 60.0)
 
 
-def outer_ot_need(x_widths, y_widths, *, n_total: int, n_fit_rows: int, rotation: bool,
-                  plan_entries: int) -> Need:
+def outer_ot_need(x_widths, y_widths, *, n_total: int, n_fit_rows: int, rotation: bool, plan_entries: int) -> Need:
     """An ``outer_ot`` job: both networks' fit layers as stored (float32), each layer's
     z-scores made one at a time, and every pair's sparse plan; for MOT+R also every fit
     layer's float64 z-scores, kept for the rotations it rebuilds.  The held-out layers are
