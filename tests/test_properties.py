@@ -64,3 +64,21 @@ def test_exact_ot_matches_pot(seed, n, m):
     assert abs(value - ot.emd2(a, b, cost)) <= 1e-12
     assert abs(value - plan.multiply(cost).sum()) <= 1e-12
     assert plan.nnz <= n + m - 1
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32 - 1), source=widths, target=widths, n_stimuli=st.integers(4, 20),
+    n_constant=st.integers(0, 3), kx=st.integers(-990, 990), ky=st.integers(-990, 990),
+)
+def test_fit_is_bit_identical_under_power_of_two_scales(seed, source, target, n_stimuli, n_constant, kx, ky):
+    """Any shapes, constant units included: networks multiplied by 2**kx and 2**ky (exact)
+    give the very same costs, plans and scores (tests/test_scale.py has the rest)."""
+    X, Y = make(seed, source, target, n_stimuli, n_constant)
+    fx, fy = 2.0**kx, 2.0**ky
+    ref = MOT(random_state=seed).fit(X, Y)
+    mot = MOT(random_state=seed).fit([a * fx for a in X], [a * fy for a in Y])
+    np.testing.assert_array_equal(mot.cost_, ref.cost_)
+    np.testing.assert_array_equal(mot.coupling_, ref.coupling_)
+    np.testing.assert_array_equal(mot.n_constant_units_["X"], ref.n_constant_units_["X"])
+    assert mot.scores([a * fx for a in X], [a * fy for a in Y]) == ref.scores(X, Y)

@@ -29,7 +29,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._validation import Layers, check_layers, check_like_fit, check_paired
 from .couplings import one_hot_rows
 from .metrics import columnwise_pearson
-from .preprocessing import LayerStats
+from .preprocessing import LayerStats, check_precision, power_of_two_scale, scaled_columns
 from .ridge import SharedRidgeLOO, loo_score_table
 from .solvers import correlation_ot
 
@@ -61,8 +61,8 @@ class _ReconstructionBaseline(BaseEstimator):
     def _fit_networks(self, X, Y) -> tuple[list, list]:
         """Validate the fit data, store its statistics; return the z-scored layers."""
         x, y = _check_fit_data(X, Y)
-        self.x_stats_ = [LayerStats.fit(a) for a in x.arrays]
-        self.y_stats_ = [LayerStats.fit(a) for a in y.arrays]
+        self.x_stats_ = [LayerStats.fit(a, x.describe(i)) for i, a in enumerate(x.arrays)]
+        self.y_stats_ = [LayerStats.fit(a, y.describe(i)) for i, a in enumerate(y.arrays)]
         self.layer_names_ = {"X": x.names, "Y": y.names}
         self.n_constant_units_ = {
             "X": np.array([s.n_constant for s in self.x_stats_]),
@@ -74,7 +74,7 @@ class _ReconstructionBaseline(BaseEstimator):
 
     def _widths(self, which: str) -> tuple:
         stats = self.x_stats_ if which == "X" else self.y_stats_
-        return tuple(len(s.mean) for s in stats)
+        return tuple(s.width for s in stats)
 
     def _transform_new(self, layers, which: str) -> tuple[Layers, list]:
         """Validate new data of network ``which`` ("X" or "Y") and z-score it."""
@@ -82,7 +82,7 @@ class _ReconstructionBaseline(BaseEstimator):
         new = check_layers(layers, f"{_LABELS[which]} (new data)", min_stimuli=1)
         check_like_fit(new, self._widths(which), _LABELS[which])
         stats = self.x_stats_ if which == "X" else self.y_stats_
-        return new, [s.transform(a) for s, a in zip(stats, new.arrays)]
+        return new, [s.transform(a, new.describe(i)) for i, (s, a) in enumerate(zip(stats, new.arrays))]
 
     def predict(self, Y_new) -> list:
         """Reconstruct the z-scored source layers from target responses ``Y_new``.
@@ -437,11 +437,11 @@ class PairwiseRSA(BaseEstimator):
             self.stimuli_ = np.arange(n_stimuli)
         upper = np.triu_indices(len(self.stimuli_), k=1)
 
-        target = [self._rdm_vector(a[self.stimuli_], upper) for a in y.arrays]
+        target = [self._rdm_vector(a[self.stimuli_], upper, y.describe(m)) for m, a in enumerate(y.arrays)]
         self.similarity_ = np.zeros((x.n_layers, y.n_layers))
         n_const_x = []
         for l, a in enumerate(x.arrays):
-            v, n_const = self._rdm_vector(a[self.stimuli_], upper)
+            v, n_const = self._rdm_vector(a[self.stimuli_], upper, x.describe(l))
             n_const_x.append(n_const)
             self.similarity_[l] = [v @ w for w, _ in target]
         np.clip(self.similarity_, -1.0, 1.0, out=self.similarity_)
@@ -454,11 +454,20 @@ class PairwiseRSA(BaseEstimator):
         self.best_match_map_ = one_hot_rows(self.best_match_, y.n_layers)
         return self
 
-    def _rdm_vector(self, layer: np.ndarray, upper) -> tuple[np.ndarray, int]:
-        """Upper triangle of the layer's RDM, ranked if Spearman, centred, unit norm."""
-        a = np.asarray(layer, dtype=np.float64)
-        constant = a.max(axis=1) == a.min(axis=1)
-        centred = a - a.mean(axis=1, keepdims=True)
+    def _rdm_vector(self, layer: np.ndarray, upper, where: str) -> tuple[np.ndarray, int]:
+        """Upper triangle of the layer's RDM, ranked if Spearman, centred, unit norm.
+
+        Any finite scale: each stimulus pattern is first scaled by the power of two that
+        brings its largest absolute value into ``[0.5, 1)`` (exact; correlations do not
+        change), so no square overflows or underflows; a pattern whose values are all deep
+        subnormals raises (:func:`~motalign.preprocessing.check_precision`)."""
+        a = np.asarray(layer)
+        high, low = a.max(axis=1), a.min(axis=1)
+        constant = high == low
+        max_abs = np.maximum(np.abs(high), np.abs(low)).astype(np.float64)
+        check_precision(max_abs, a.dtype, where, what="stimulus pattern")
+        centred = scaled_columns(a, power_of_two_scale(max_abs), axis=1)
+        centred -= centred.mean(axis=1, keepdims=True)
         norms = np.linalg.norm(centred, axis=1)
         norms[constant] = 1.0
         centred /= norms[:, None]

@@ -34,7 +34,9 @@ ROTATION_CACHE_BYTES = 2 * 1024**3
 
 
 def fit_stats(layers: Layers) -> list[LayerStats]:
-    return [LayerStats.fit(a) for a in layers.arrays]
+    """Fit statistics of every layer; a layer whose units lost their precision (all values
+    deep in the subnormal range) raises a ``ValueError`` naming it."""
+    return [LayerStats.fit(a, layers.describe(i)) for i, a in enumerate(layers.arrays)]
 
 
 def two_level_objective(cost: np.ndarray) -> tuple[np.ndarray, float]:
@@ -215,7 +217,7 @@ class MOT(BaseEstimator):
     def _rebuild_rotations(self, x, y, rotation_plans):
         """R_lm of each pair in ``rotation_plans`` from its rotation-defining plan: one
         Procrustes step on the fit data's z-scores (:func:`~.inner.rotation.rotation_from_plan`)."""
-        x_std, y_std = Standardized(x.arrays, self.x_stats_), Standardized(y.arrays, self.y_stats_)
+        x_std, y_std = Standardized(x.arrays, self.x_stats_, x.label), Standardized(y.arrays, self.y_stats_, y.label)
         rotations, current = {}, None
         for l, m in sorted(rotation_plans):
             if rotation_plans[l, m] is None:
@@ -275,7 +277,7 @@ class MOT(BaseEstimator):
         weights = self.layer_couplings_[check_coupling_name(coupling)]
         y = check_layers(Y_new, "target network Y_new")
         check_like_fit(y, self.target_widths_, "target network Y")
-        yz = [stats.transform(a) for stats, a in zip(self.y_stats_, y.arrays)]
+        yz = [stats.transform(a, y.describe(m)) for m, (stats, a) in enumerate(zip(self.y_stats_, y.arrays))]
         n_source = len(self.source_widths_)
         predictions = []
         for l, width in enumerate(self.source_widths_):

@@ -1,6 +1,11 @@
 """Ridge regression with efficient leave-one-out selection of the penalty, for many targets
 against one design matrix (paper, Appendix H: pairwise linear predictivity).
 
+The penalties are absolute, in units of the squared entries of ``Y``: the ridge is meant for
+z-scored data (the baselines pass it z-scores, which are of order 1 whatever the scale of
+the activations, :mod:`motalign.preprocessing`).  Data whose squares overflow float64 raise a
+``ValueError`` rather than selecting a penalty on infinite errors.
+
 :class:`SharedRidgeLOO` decomposes the design matrix ``Y`` (``T x p``, no intercept) once and
 then fits any number of target matrices ``X`` over a penalty grid, each in a few matrix
 products per penalty.  The numbers are those of
@@ -63,6 +68,7 @@ class SharedRidgeLOO:
         alphas = [float(a) for a in np.atleast_1d(np.asarray(alphas, dtype=float))]
         if not alphas or not all(np.isfinite(a) and a > 0 for a in alphas):
             raise ValueError(f"alphas must be positive and finite, got {alphas}")
+        _check_squares(Y, "SharedRidgeLOO")
         self.Y, self.alphas = Y, alphas
         n_samples, n_features = Y.shape
         if n_samples <= n_features:
@@ -105,9 +111,26 @@ class SharedRidgeLOO:
             if best is None or score > best[1]:
                 best = (alpha, score, dual)
         alpha, score, dual = best
+        if not np.isfinite(score):
+            raise ValueError(
+                f"SharedRidgeLOO.fit: the leave-one-out errors overflow float64 (largest |X| = "
+                f"{np.abs(X).max():.3g}); z-score X (motalign.preprocessing.LayerStats) first"
+            )
         if return_dual:
             return RidgeFit(alpha, score, None, dual)
         return RidgeFit(alpha, score, dual.T @ self.Y)
+
+
+def _check_squares(Y, who: str) -> None:
+    """The sum of squares of ``Y`` (which bounds every eigenvalue of ``Y Y^T``) must be
+    finite: the penalties are in units of ``Y``'s squared entries, so the ridge is meant for
+    z-scored data (as the baselines pass it); raw activations of 1e155 and more overflow."""
+    if not np.isfinite(np.einsum("ij,ij->", Y, Y)):
+        raise ValueError(
+            f"{who}: the squares of Y overflow float64 (largest |Y| = "
+            f"{np.abs(Y).max():.3g}); z-score Y (motalign.preprocessing.LayerStats) first: "
+            "the penalties are in units of its squared entries"
+        )
 
 
 def loo_score_table(Y, alphas, grams, widths) -> np.ndarray:
@@ -124,6 +147,7 @@ def loo_score_table(Y, alphas, grams, widths) -> np.ndarray:
     """
     Y = np.asarray(Y, dtype=np.float64)
     t = Y.shape[0]
+    _check_squares(Y, "loo_score_table")
     eigvals, basis = np.linalg.eigh(Y @ Y.T)
     eigvals = np.maximum(eigvals, 0.0)
     basis_sq = basis**2

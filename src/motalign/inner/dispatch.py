@@ -66,7 +66,7 @@ def align_pairs(x_arrays, y_arrays, x_stats=None, y_stats=None, *, pairs=None,
     alternation = alternation or Alternation()
     pairs = _check_pairs(pairs, len(x_arrays), len(y_arrays))
     _check_used_layers(x_arrays, y_arrays, pairs)
-    x_std, y_std = Standardized(x_arrays, x_stats), Standardized(y_arrays, y_stats)
+    x_std, y_std = Standardized(x_arrays, x_stats, "network X"), Standardized(y_arrays, y_stats, "network Y")
     if options.device == "cpu" and options.solver == "exact":
         return run_cpu(x_std, y_std, pairs, rotation=rotation, alternation=alternation,
                        n_jobs=options.n_jobs)

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..preprocessing import LayerStats
+from ..preprocessing import LayerStats, PrecisionError
 
 
 class Standardized:
     """Z-scores of a network's layers with fit statistics (paper Sec. 2.2.1; fitted on
     first use when not given): ``std(i)`` computes once and keeps, ``std.compute(i)`` does
-    not keep."""
+    not keep.  ``label`` names the network in errors (a layer fitted here whose units lost
+    their precision, see :func:`~motalign.preprocessing.check_precision`)."""
 
-    def __init__(self, arrays, stats=None):
-        self.arrays = arrays
+    def __init__(self, arrays, stats=None, label: str = "network"):
+        self.arrays, self.label = arrays, label
         self.stats = list(stats) if stats is not None else [None] * len(arrays)
         self._z = {}
 
@@ -25,7 +26,10 @@ class Standardized:
     def compute(self, index: int) -> np.ndarray:
         """The z-scores of one layer, not kept."""
         if self.stats[index] is None:
-            self.stats[index], z = LayerStats.fit_transform(self.arrays[index])
+            try:
+                self.stats[index], z = LayerStats.fit_transform(self.arrays[index])
+            except PrecisionError as error:
+                raise PrecisionError(f"{self.label}, layer {index}", error.detail) from None
             return z
         return self.stats[index].transform(self.arrays[index])
 

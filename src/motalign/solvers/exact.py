@@ -92,6 +92,11 @@ def exact_ot(cost: np.ndarray) -> tuple[sp.csr_matrix, float]:
     cost = np.ascontiguousarray(cost, dtype=np.float64)
     if cost.ndim != 2 or 0 in cost.shape:
         raise ValueError(f"exact_ot: cost must be a non-empty 2-D array, got shape {cost.shape}")
+    if not (np.isfinite(cost.max()) and np.isfinite(cost.min())):
+        raise ValueError(
+            f"exact_ot: the {cost.shape[0]} x {cost.shape[1]} cost has "
+            f"{cost.size - np.count_nonzero(np.isfinite(cost))} non-finite entries (NaN or inf)"
+        )
     n, m = cost.shape
     if n == 1 or m == 1:
         dense = np.full((n, m), 1.0 / (n * m))
