@@ -1,291 +1,270 @@
-"""The downloader against a loopback HTTP server (offline): resume, retry, restart, auth,
-digests, sidecars, and the hub's resolve URLs."""
+"""Hub downloads through huggingface_hub against a loopback hub (offline): the digest checks
+added on top of the client (SHA-256 / git SHA-1 ETag, pins), cut bodies with and without a
+length, resumption, retries exhausted, gated repositories, offline mode from a warm cache."""
 
 import hashlib
-import socket
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 
-from conftest import LoopbackServer
-from motalign.datasets.download import (
-    DownloadError,
-    download,
-    file_sha256,
-    hf_file_url,
-    read_sidecar,
-    sidecar_path,
-)
+pytest.importorskip("huggingface_hub")
 
-DATA = bytes(range(256)) * 40  # 10,240 bytes
-DIGEST = hashlib.sha256(DATA).hexdigest()
+from conftest import LoopbackServer  # noqa: E402
+from motalign.datasets.download import file_sha256  # noqa: E402
+from motalign.datasets.hub import DownloadError, hub_file, hub_url  # noqa: E402
+
+REPO = "org/data"
 HELP = "request access at https://huggingface.co/datasets/ILSVRC/imagenet-1k"
 
 
-@pytest.fixture
-def server():
-    with LoopbackServer(max_requests=100) as srv:
-        yield srv
+def payload(tag: int, n: int = 10_240) -> bytes:
+    """Distinct content per test file (the hub cache shares blobs of equal content)."""
+    return bytes([tag]) * 64 + bytes(range(256)) * (n // 256)
 
 
 @pytest.fixture
-def sleeps():
-    return []
-
-
-@pytest.fixture
-def fast(sleeps):
-    """Keyword arguments that make retries instant (and record the delays)."""
-    return {"sleep": sleeps.append, "timeout": 10}
-
-
-@pytest.fixture(autouse=True)
-def _no_token(monkeypatch):
+def hub(monkeypatch):
     monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with LoopbackServer(max_requests=100) as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        yield server
 
 
-# --------------------------------------------------------------------------- basics
-def test_download_writes_file_and_sidecar(server, tmp_path, fast):
-    url = server.add("/files/a.bin", DATA)
-    dest = tmp_path / "sub" / "a.bin"
-    assert download(url, dest, **fast) == dest
-    assert dest.read_bytes() == DATA
-    assert read_sidecar(dest) == DIGEST
-    assert sidecar_path(dest).read_text() == f"{DIGEST}  a.bin\n"
-    assert not (tmp_path / "sub" / "a.bin.part").exists()
-    assert server.requests_for("/files/a.bin")[0].headers.get("Range") is None
+@pytest.fixture
+def sleeps(monkeypatch):
+    """huggingface_hub's retry sleeps, recorded instead of slept."""
+    import huggingface_hub.utils._http as hf_http
+
+    seen = []
+    monkeypatch.setattr(hf_http.time, "sleep", seen.append)
+    return seen
 
 
-def test_existing_verified_file_is_not_downloaded_again(server, tmp_path, fast):
-    url = server.add("/a.bin", DATA)
-    dest = tmp_path / "a.bin"
-    download(url, dest, sha256=DIGEST, **fast)
-    download(url, dest, sha256=DIGEST, **fast)
-    download(url, dest, **fast)
-    assert len(server.requests) == 1
+def _resolve(filename, revision="main"):
+    return f"/datasets/{REPO}/resolve/{revision}/{filename}"
 
 
-def test_corrupt_existing_file_is_replaced(server, tmp_path, fast):
-    url = server.add("/a.bin", DATA)
-    dest = tmp_path / "a.bin"
-    download(url, dest, **fast)
-    dest.write_bytes(b"corrupted")
-    download(url, dest, **fast)
-    assert dest.read_bytes() == DATA
-    assert len(server.requests) == 2
+def _left(cache: Path) -> list[str]:
+    """Every file (or link) left in the cache for REPO, but the refs."""
+    root = cache / f"datasets--{REPO.replace('/', '--')}"
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if (p.is_file() or p.is_symlink()) and "refs" not in p.parts)
 
 
-def test_sidecar_disagreeing_with_expected_digest_triggers_download(server, tmp_path, fast):
-    url = server.add("/a.bin", DATA)
-    dest = tmp_path / "a.bin"
-    dest.write_bytes(b"old content")
-    sidecar_path(dest).write_text(hashlib.sha256(b"old content").hexdigest() + "  a.bin\n")
-    download(url, dest, sha256=DIGEST, **fast)
-    assert dest.read_bytes() == DATA and read_sidecar(dest) == DIGEST
+# --------------------------------------------------------------------------- verified downloads
+def test_lfs_file_verified_by_its_sha256_etag_then_served_from_the_cache(hub, tmp_path):
+    data = payload(1)
+    hub.add_hub_file(REPO, "main", "data/a.parquet", data)
+    first = hub_file(REPO, "data/a.parquet", revision="main", cache_dir=tmp_path)
+    assert first.path.read_bytes() == data and first.sha256 == hashlib.sha256(data).hexdigest()
+    assert first.verified == ("etag-sha256",) and first.size == len(data)
+    assert first.commit == hashlib.sha1(b"main").hexdigest()  # the loopback's commit of "main"
+    assert first.path.parent.parent.name == first.commit  # snapshots/<commit>/data/a.parquet
+    assert [r.method for r in hub.requests_for(_resolve("data/a.parquet"))] == ["HEAD", "GET"]
+
+    again = hub_file(REPO, "data/a.parquet", revision="main", cache_dir=tmp_path)
+    assert again == first
+    assert [r.method for r in hub.requests_for(_resolve("data/a.parquet"))] == ["HEAD", "GET", "HEAD"]
 
 
-# --------------------------------------------------------------------------- resume / retry
-def test_cut_connection_is_resumed_with_range(server, tmp_path, fast, sleeps):
-    url = server.add("/big.bin", DATA, cut_after=3000)
-    dest = tmp_path / "big.bin"
-    download(url, dest, sha256=DIGEST, backoff=0.5, **fast)
-    assert dest.read_bytes() == DATA
-    first, second = server.requests_for("/big.bin")
-    assert first.headers.get("Range") is None
-    assert second.headers.get("Range") == "bytes=3000-"
-    assert second.status == 206
-    assert sleeps == [0.5]
+def test_git_file_verified_by_its_git_blob_sha1(hub, tmp_path):
+    data = payload(2)
+    hub.add_hub_file(REPO, "main", "README.md", data, lfs=False)
+    got = hub_file(REPO, "README.md", revision="main", cache_dir=tmp_path)
+    assert got.verified == ("etag-git-sha1",) and got.path.read_bytes() == data
 
 
-def test_existing_part_file_is_resumed(server, tmp_path, fast):
-    url = server.add("/big.bin", DATA)
-    dest = tmp_path / "big.bin"
-    (tmp_path / "big.bin.part").write_bytes(DATA[:4096])
-    download(url, dest, sha256=DIGEST, **fast)
-    assert dest.read_bytes() == DATA
-    (request,) = server.requests
-    assert request.headers.get("Range") == "bytes=4096-" and request.status == 206
-
-
-def test_server_ignoring_range_restarts_from_zero(server, tmp_path, fast):
-    url = server.add("/big.bin", DATA, ignore_range=True)
-    dest = tmp_path / "big.bin"
-    (tmp_path / "big.bin.part").write_bytes(b"X" * 500)  # would corrupt the file if appended
-    download(url, dest, sha256=DIGEST, **fast)
-    assert dest.read_bytes() == DATA
-    (request,) = server.requests
-    assert request.headers.get("Range") == "bytes=500-" and request.status == 200
-
-
-def test_complete_part_file_gets_416_and_is_finished(server, tmp_path, fast):
-    url = server.add("/big.bin", DATA)
-    dest = tmp_path / "big.bin"
-    (tmp_path / "big.bin.part").write_bytes(DATA)
-    download(url, dest, sha256=DIGEST, **fast)
-    assert dest.read_bytes() == DATA
-    (request,) = server.requests
-    assert request.status == 416
-
-
-def test_503_twice_then_success_with_exponential_backoff(server, tmp_path, fast, sleeps):
-    url = server.add("/flaky.bin", DATA, statuses=[503, 503])
-    dest = tmp_path / "flaky.bin"
-    download(url, dest, backoff=1.0, **fast)
-    assert dest.read_bytes() == DATA
-    assert [r.status for r in server.requests] == [503, 503, 200]
-    assert sleeps == [1.0, 2.0]
-
-
-def test_429_is_retried(server, tmp_path, fast):
-    url = server.add("/a.bin", DATA, statuses=[429])
-    download(url, tmp_path / "a.bin", **fast)
-    assert [r.status for r in server.requests] == [429, 200]
-
-
-def test_retries_exhausted_raise_and_leave_nothing_at_dest(server, tmp_path, fast, sleeps):
-    url = server.add("/down.bin", DATA, statuses=[500] * 10)
-    dest = tmp_path / "down.bin"
-    with pytest.raises(DownloadError, match="down.bin"):
-        download(url, dest, retries=3, backoff=0.25, **fast)
-    assert not dest.exists()
-    assert len(server.requests) == 4
-    assert sleeps == [0.25, 0.5, 1.0]
-
-
-def test_connection_refused_is_retried_then_fails(tmp_path, fast, sleeps):
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    with pytest.raises(DownloadError):
-        download(f"http://127.0.0.1:{port}/x.bin", tmp_path / "x.bin", retries=2, **fast)
-    assert len(sleeps) == 2
-    assert not (tmp_path / "x.bin").exists()
-
-
-def test_404_is_not_retried(server, tmp_path, fast, sleeps):
-    with pytest.raises(FileNotFoundError, match="missing.bin"):
-        download(server.url + "/missing.bin", tmp_path / "missing.bin", **fast)
-    assert len(server.requests) == 1 and sleeps == []
-
-
-# --------------------------------------------------------------------------- digests
-def test_sha256_mismatch_raises_and_removes_the_file(server, tmp_path, fast):
-    url = server.add("/wrong.bin", b"not the file you wanted")
-    dest = tmp_path / "wrong.bin"
-    with pytest.raises(ValueError) as info:
-        download(url, dest, sha256=DIGEST, **fast)
-    message = str(info.value)
-    assert url in message and str(dest) in message and DIGEST in message
-    assert hashlib.sha256(b"not the file you wanted").hexdigest() in message
-    assert not dest.exists()
-    assert not (tmp_path / "wrong.bin.part").exists()
-    assert not sidecar_path(dest).exists()
-
-
-def test_malformed_expected_digest_is_rejected(tmp_path):
+def test_pinned_sha256_is_checked_too(hub, tmp_path):
+    data = payload(3)
+    hub.add_hub_file(REPO, "main", "data/p.bin", data)
+    got = hub_file(REPO, "data/p.bin", revision="main", cache_dir=tmp_path,
+                   sha256="SHA256:" + hashlib.sha256(data).hexdigest().upper())
+    assert got.verified == ("etag-sha256", "pinned-sha256")
+    with pytest.raises(ValueError, match=r"datasets\.x\.sha256.*expected 0{64}") as info:
+        hub_file(REPO, "data/p.bin", revision="main", cache_dir=tmp_path, sha256="0" * 64,
+                 pin_name="datasets.x.sha256")
+    assert "kept in the cache" in str(info.value) and got.path.read_bytes() == data
     with pytest.raises(ValueError, match="64 hexadecimal"):
-        download("http://127.0.0.1:9/x", tmp_path / "x", sha256="abc")
+        hub_file(REPO, "data/p.bin", revision="main", cache_dir=tmp_path, sha256="abc")
 
 
-def test_file_sha256():
-    import tempfile
+def test_content_differing_from_the_etag_is_rejected_and_nothing_is_left(hub, tmp_path):
+    data = payload(4)
+    hub.add_hub_file(REPO, "main", "data/bad.bin", data, etag="0" * 64)
+    with pytest.raises(ValueError) as info:
+        hub_file(REPO, "data/bad.bin", revision="main", cache_dir=tmp_path)
+    message = str(info.value)
+    assert "data/bad.bin" in message and "0" * 64 in message
+    assert hashlib.sha256(data).hexdigest() in message
+    assert "nothing of it is left in the cache" in message
+    assert _left(tmp_path) == []
 
-    with tempfile.NamedTemporaryFile() as handle:
-        handle.write(DATA)
-        handle.flush()
-        assert file_sha256(handle.name, chunk_size=1000) == DIGEST
+
+def test_file_no_digest_can_verify_is_refused_unless_pinned(hub, tmp_path):
+    data = payload(5)
+    hub.add_hub_file(REPO, "main", "data/odd.bin", data, etag="not-a-digest", no_length=True,
+                     head_size=False)
+    with pytest.raises(ValueError, match="cannot verify") as info:
+        hub_file(REPO, "data/odd.bin", revision="main", cache_dir=tmp_path)
+    assert hashlib.sha256(data).hexdigest() in str(info.value)
+    assert _left(tmp_path) == []
+    got = hub_file(REPO, "data/odd.bin", revision="main", cache_dir=tmp_path,
+                   sha256=hashlib.sha256(data).hexdigest())
+    assert got.verified == ("pinned-sha256",) and got.path.read_bytes() == data
+
+
+# --------------------------------------------------------------------------- cut bodies, retries
+def test_cut_body_without_content_length_is_rejected(hub, tmp_path):
+    """No length anywhere, connection closed mid-file: the client takes the short body as
+    complete; the ETag check refuses it and leaves nothing."""
+    data = payload(6)
+    hub.add_hub_file(REPO, "main", "data/cut.bin", data, cut_after=3000, no_length=True,
+                     head_size=False)
+    with pytest.raises(ValueError, match="corrupt or incomplete.*3000 bytes"):
+        hub_file(REPO, "data/cut.bin", revision="main", cache_dir=tmp_path)
+    assert _left(tmp_path) == []
+    got = hub_file(REPO, "data/cut.bin", revision="main", cache_dir=tmp_path)  # the next run
+    assert got.path.read_bytes() == data
+
+
+def test_cut_body_shorter_than_the_announced_size_fails_and_says_nothing_is_kept(hub, tmp_path):
+    """The metadata announces the size, the body comes without Content-Length and is cut:
+    huggingface_hub's size check fails; the message says truthfully that nothing is kept."""
+    hub.add_hub_file(REPO, "main", "data/short.bin", payload(7), cut_after=3000, no_length=True)
+    with pytest.raises(DownloadError) as info:
+        hub_file(REPO, "data/short.bin", revision="main", cache_dir=tmp_path)
+    message = str(info.value)
+    assert "data/short.bin" in message and "should be of size" in message
+    assert "no partial file is left" in message and ".part" not in message
+    assert not list(tmp_path.rglob("*.incomplete")) and _left(tmp_path) == []
+
+
+def test_cut_body_is_resumed_with_a_range_request(hub, tmp_path, monkeypatch):
+    import huggingface_hub.constants as hf_constants
+    import huggingface_hub.file_download as hf_download
+
+    monkeypatch.setattr(hf_constants, "DOWNLOAD_CHUNK_SIZE", 1024)  # resume at 1 KiB granularity
+    monkeypatch.setattr(hf_download.time, "sleep", lambda s: None)
+    data = payload(8)
+    hub.add_hub_file(REPO, "main", "data/big.bin", data, cut_after=3000)
+    got = hub_file(REPO, "data/big.bin", revision="main", cache_dir=tmp_path)
+    assert got.path.read_bytes() == data and got.verified == ("etag-sha256",)
+    first, second = hub.requests_for(_resolve("data/big.bin"), "GET")
+    assert first.headers.get("Range") is None
+    assert second.headers.get("Range") == "bytes=2048-" and second.status == 206
+
+
+def test_5xx_retries_exhausted_message_is_truthful_about_leftovers(hub, tmp_path, sleeps):
+    hub.add_hub_file(REPO, "main", "data/down.bin", payload(9), head_statuses=[503] * 20)
+    with pytest.raises(DownloadError) as info:
+        hub_file(REPO, "data/down.bin", revision="main", cache_dir=tmp_path)
+    message = str(info.value)
+    assert "data/down.bin" in message and "HTTP 503" in message and "retries" in message
+    assert "no partial file is left" in message and ".part" not in message
+    assert not list(tmp_path.rglob("*.incomplete")) and _left(tmp_path) == []
+    assert len(sleeps) == 5  # huggingface_hub's policy: 5 retries of the metadata request
+    assert all(r.status == 503 for r in hub.requests_for(_resolve("data/down.bin")))
+
+    hub.add_hub_file(REPO, "main", "data/get5xx.bin", payload(10), statuses=[500])
+    with pytest.raises(DownloadError, match=r"get5xx\.bin.*HTTP 500.*no partial file is left"):
+        hub_file(REPO, "data/get5xx.bin", revision="main", cache_dir=tmp_path)
+    assert not list(tmp_path.rglob("*.incomplete"))
+
+
+def test_missing_file_is_a_file_not_found_error(hub, tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"missing\.bin"):
+        hub_file(REPO, "data/missing.bin", revision="main", cache_dir=tmp_path)
 
 
 # --------------------------------------------------------------------------- authentication
-def test_missing_token_gives_permission_error_naming_the_variable(server, tmp_path, fast, sleeps):
-    url = server.add("/gated.bin", DATA, token="s3cret")
+def test_gated_repository_messages_and_token(hub, tmp_path, monkeypatch):
+    data = payload(11)
+    hub.add_hub_file(REPO, "main", "data/g.bin", data, token="s3cret", gated=True)
     with pytest.raises(PermissionError) as info:
-        download(url, tmp_path / "gated.bin", token_env="HF_TOKEN", token_help=HELP, **fast)
+        hub_file(REPO, "data/g.bin", revision="main", cache_dir=tmp_path, token_help=HELP)
     message = str(info.value)
     assert "HF_TOKEN" in message and "not set" in message and HELP in message
-    assert len(server.requests) == 1 and sleeps == []
-    assert "Authorization" not in server.requests[0].headers
-    assert not (tmp_path / "gated.bin").exists()
+    assert "GatedRepo" in message and "data/g.bin" in message
+    assert len(hub.requests_for(_resolve("data/g.bin"))) == 1  # not retried
+    assert _left(tmp_path) == []
 
-
-def test_token_from_environment_is_sent(server, tmp_path, fast, monkeypatch):
-    monkeypatch.setenv("HF_TOKEN", "s3cret")
-    url = server.add("/gated.bin", DATA, token="s3cret")
-    download(url, tmp_path / "gated.bin", token_env="HF_TOKEN", token_help=HELP, **fast)
-    assert (tmp_path / "gated.bin").read_bytes() == DATA
-    assert server.requests[0].headers["Authorization"] == "Bearer s3cret"
-
-
-def test_rejected_token_and_gated_answer(server, tmp_path, fast, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "wrong-token")
-    url = server.add("/gated.bin", DATA, token="s3cret", gated=True)
     with pytest.raises(PermissionError) as info:
-        download(url, tmp_path / "gated.bin", token_env="HF_TOKEN", token_help=HELP, **fast)
+        hub_file(REPO, "data/g.bin", revision="main", cache_dir=tmp_path, token_help=HELP)
     message = str(info.value)
-    assert "HF_TOKEN" in message and "rejected" in message and "GatedRepo" in message
-    assert HELP in message and "wrong-token" not in message
+    assert "rejected" in message and "GatedRepo" in message and "wrong-token" not in message
 
-
-def test_403_is_a_permission_error(server, tmp_path, fast):
-    url = server.add("/forbidden.bin", DATA, statuses=[403])
-    with pytest.raises(PermissionError, match="HF_TOKEN"):
-        download(url, tmp_path / "f.bin", token_env="HF_TOKEN", **fast)
-    assert len(server.requests) == 1
-
-
-def _need_localhost():
-    try:
-        if socket.gethostbyname("localhost") != "127.0.0.1":
-            pytest.skip("localhost does not resolve to 127.0.0.1")
-    except OSError:
-        pytest.skip("localhost does not resolve")
-
-
-def test_token_is_not_forwarded_to_another_host_on_redirect(server, tmp_path, fast, monkeypatch):
-    _need_localhost()
     monkeypatch.setenv("HF_TOKEN", "s3cret")
-    cdn = f"http://localhost:{server.port}/cdn/blob"
-    server.add("/cdn/blob", DATA, statuses=[403])  # e.g. an expired signed URL: retried
-    url = server.add("/resolve/file.bin", b"", token="s3cret", redirect=cdn)
-    download(url, tmp_path / "file.bin", token_env="HF_TOKEN", sha256=DIGEST, **fast)
-    assert (tmp_path / "file.bin").read_bytes() == DATA
-    assert server.requests_for("/resolve/file.bin")[0].headers["Authorization"] == "Bearer s3cret"
-    assert [r.status for r in server.requests_for("/cdn/blob")] == [403, 200]
-    assert all("Authorization" not in r.headers for r in server.requests_for("/cdn/blob"))
+    got = hub_file(REPO, "data/g.bin", revision="main", cache_dir=tmp_path, token_help=HELP)
+    assert got.path.read_bytes() == data
+    assert all(r.headers.get("Authorization") == "Bearer s3cret"
+               for r in hub.requests_for(_resolve("data/g.bin"))[2:])
 
 
-def test_resume_through_a_redirect_keeps_the_range(server, tmp_path, fast):
-    _need_localhost()
-    server.add("/cdn/blob", DATA, cut_after=5000)
-    url = server.add("/resolve/file.bin", b"", redirect=f"http://localhost:{server.port}/cdn/blob")
-    download(url, tmp_path / "file.bin", sha256=DIGEST, **fast)
-    assert [r.headers.get("Range") for r in server.requests_for("/cdn/blob")] == [
-        None, "bytes=5000-"]
+def test_private_repository_without_gate_says_401_may_mean_missing(hub, tmp_path):
+    hub.add_hub_file(REPO, "main", "data/private.bin", payload(12), token="s3cret")
+    with pytest.raises(PermissionError, match="HF_TOKEN.*not set.*check the name and revision"):
+        hub_file(REPO, "data/private.bin", revision="main", cache_dir=tmp_path)
 
 
-# --------------------------------------------------------------------------- hub URLs
-def test_hf_file_url(monkeypatch):
-    monkeypatch.delenv("HF_ENDPOINT", raising=False)
-    assert (hf_file_url("sentence-transformers/stsb", "data/test-00000-of-00001.parquet",
-                        revision="ab7a5ac0e35aa22088bdcf23e7fd99b220e53308")
-            == "https://huggingface.co/datasets/sentence-transformers/stsb/resolve/"
-               "ab7a5ac0e35aa22088bdcf23e7fd99b220e53308/data/test-00000-of-00001.parquet")
-    assert (hf_file_url("Qwen/Qwen2.5-0.5B", "config.json", repo_type="model")
-            == "https://huggingface.co/Qwen/Qwen2.5-0.5B/resolve/main/config.json")
-    assert (hf_file_url("a/b", "x y.txt", revision="refs/convert/parquet")
-            == "https://huggingface.co/datasets/a/b/resolve/refs%2Fconvert%2Fparquet/x%20y.txt")
+# --------------------------------------------------------------------------- offline mode
+def test_offline_mode_serves_a_warm_cache_without_requests(hub, tmp_path, monkeypatch):
+    data = payload(13)
+    hub.add_hub_file(REPO, "main", "data/warm.bin", data)
+    online = hub_file(REPO, "data/warm.bin", revision="main", cache_dir=tmp_path)
+    n_requests = len(hub.requests)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    offline = hub_file(REPO, "data/warm.bin", revision="main", cache_dir=tmp_path)
+    assert offline == online and len(hub.requests) == n_requests
+    with pytest.raises(DownloadError, match="HF_HUB_OFFLINE.*cold.bin|cold.bin.*HF_HUB_OFFLINE"):
+        hub_file(REPO, "data/cold.bin", revision="main", cache_dir=tmp_path)
+    assert len(hub.requests) == n_requests
+
+
+def test_offline_mode_from_the_environment_in_a_fresh_process(hub, tmp_path):
+    """HF_HUB_OFFLINE=1 set before huggingface_hub is imported (as a user sets it), with the
+    server gone: the cached file is found and verified against its blob's ETag."""
+    data = payload(14)
+    hub.add_hub_file(REPO, "main", "data/warm.bin", data)
+    hub_file(REPO, "data/warm.bin", revision="main", cache_dir=tmp_path)
+    hub.close()
+    script = textwrap.dedent(f"""
+        from motalign.datasets.hub import hub_file
+        got = hub_file({REPO!r}, "data/warm.bin", revision="main", cache_dir={str(tmp_path)!r})
+        print(got.sha256, ",".join(got.verified))
+    """)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": hub.url}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == [hashlib.sha256(data).hexdigest(), "etag-sha256"]
+
+
+# --------------------------------------------------------------------------- helpers
+def test_hub_url_follows_hf_endpoint_at_call_time(monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:1234/")
-    assert hf_file_url("a/b", "f") == "http://127.0.0.1:1234/datasets/a/b/resolve/main/f"
-    assert hf_file_url("a/b", "f", endpoint="http://h") == "http://h/datasets/a/b/resolve/main/f"
-    with pytest.raises(ValueError, match="repo_type"):
-        hf_file_url("a/b", "f", repo_type="bucket")
-    with pytest.raises(ValueError, match="repo_id"):
-        hf_file_url("/a/b", "f")
+    assert hub_url("a/b", "x y.txt", revision="refs/convert/parquet") == (
+        "http://127.0.0.1:1234/datasets/a/b/resolve/refs%2Fconvert%2Fparquet/x%20y.txt")
 
 
-def test_download_from_emulated_hub(server, tmp_path, fast, monkeypatch):
-    monkeypatch.setenv("HF_ENDPOINT", server.url)
-    server.add_hub_file("org/data", "abc123", "data/part-0.parquet", DATA)
-    url = hf_file_url("org/data", "data/part-0.parquet", revision="abc123")
-    assert url.startswith(server.url + "/datasets/org/data/resolve/abc123/")
-    dest = download(url, tmp_path / "part-0.parquet", sha256=DIGEST, **fast)
-    assert dest.read_bytes() == DATA
+def test_file_sha256(tmp_path):
+    data = payload(15)
+    (tmp_path / "f").write_bytes(data)
+    assert file_sha256(tmp_path / "f", chunk_size=1000) == hashlib.sha256(data).hexdigest()
+
+
+def test_unreachable_hub_is_a_download_error(tmp_path, monkeypatch, sleeps):
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with pytest.raises(DownloadError, match=r"x\.bin.*did not answer.*no partial file is left"):
+        hub_file(REPO, "x.bin", revision="main", cache_dir=tmp_path)

@@ -565,9 +565,9 @@ def test_the_check_fails_without_the_extras_and_passes_with_them(rules_by_mot_en
     jobs = env_jobs(rules_by_mot_env)[str(ENVS / "data.yaml")]
     problems = missing_modules("data.yaml", yaml.safe_load(OLD_DATA_YAML), ENVS, jobs)
     lacking = {re.search(r"lacks '([^']+)'", p).group(1) for p in problems}
-    assert {"requests", "urllib3", "pyarrow", "PIL", "boto3", "botocore"} <= lacking, problems
+    assert {"huggingface_hub", "urllib3", "pyarrow", "PIL", "boto3", "botocore"} <= lacking, problems
     assert any(p.startswith("download_nsd:") and "'boto3'" in p for p in problems)
-    assert any(p.startswith("prepare_stimuli:") and "'requests'" in p for p in problems)
+    assert any(p.startswith("prepare_stimuli:") and "'huggingface_hub'" in p for p in problems)
     with_extras = OLD_DATA_YAML.replace("- -e ..", "- -e ..[data,nsd]")
     assert missing_modules("data.yaml", yaml.safe_load(with_extras), ENVS, jobs) == []
 

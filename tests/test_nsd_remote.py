@@ -463,22 +463,48 @@ def test_part_of_an_older_version_is_discarded(remote, tmp_path):
     assert [h.get("range") for h in gets] == [None]
 
 
-class FlakyClient:
-    """Delegates to a client; ``get_object`` fails with a connection error ``fail`` times,
-    and the first successful body is corrupted when ``corrupt``."""
+class _CutBody:
+    """A response body whose connection dies after ``after`` bytes."""
 
-    def __init__(self, client, fail=0, corrupt=False):
-        self._client, self.fail, self.corrupt = client, fail, corrupt
+    def __init__(self, body, after):
+        self._body, self._left = body, after
+
+    def read(self, n=-1):
+        from botocore.exceptions import ResponseStreamingError
+
+        if self._left <= 0:
+            raise ResponseStreamingError(error="connection reset mid-body (scripted)")
+        data = self._body.read(min(n, self._left) if n and n > 0 else self._left)
+        self._left -= len(data)
+        return data
+
+    def close(self):
+        self._body.close()
+
+
+class FlakyClient:
+    """Delegates to a client; the first ``cut`` GetObject bodies die after ``after`` bytes
+    (``after=0``: before any byte, so no progress), ``fail`` GetObject requests raise a
+    connection error (as botocore does once its own retries are spent), and the first
+    successful body is corrupted when ``corrupt``."""
+
+    def __init__(self, client, cut=0, after=0, fail=0, corrupt=False):
+        self._client, self.cut, self.after, self.fail, self.corrupt = client, cut, after, fail, corrupt
+        self.gets = 0
 
     def __getattr__(self, name):
         return getattr(self._client, name)
 
     def get_object(self, **kwargs):
+        self.gets += 1
         if self.fail:
             self.fail -= 1
             raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
         resp = self._client.get_object(**kwargs)
-        if self.corrupt:
+        if self.cut:
+            self.cut -= 1
+            resp["Body"] = _CutBody(resp["Body"], self.after)
+        elif self.corrupt:
             self.corrupt = False
             data = bytearray(resp["Body"].read())
             data[0] ^= 0xFF
@@ -486,30 +512,87 @@ class FlakyClient:
         return resp
 
 
-def test_retries_back_off_exponentially_then_give_up(remote, tmp_path):
-    client = anon(remote["endpoint"])
+def test_one_retry_policy_the_clients_max_attempts(remote, tmp_path):
+    """Cut bodies are resumed as often as the client's botocore config retries a request
+    (max_attempts), waiting 1, 2, 4, ... s; then the error says what is left on disk."""
+    client = s3_client(endpoint_url=remote["endpoint"], max_attempts=3)
     sleeps = []
-    with pytest.raises(NSDRemoteError, match="giving up after 3 retries"):
-        download_object(FlakyClient(client, fail=100), BUCKET, BETA_KEY, tmp_path / "f",
-                           retries=3, backoff=1.0, sleep=sleeps.append)
-    assert sleeps == [1.0, 2.0, 4.0]
+    flaky = FlakyClient(client, cut=100)
+    with pytest.raises(NSDRemoteError, match="giving up after 3 retries .*max_attempts") as err:
+        download_object(flaky, BUCKET, BETA_KEY, tmp_path / "f", sleep=sleeps.append)
+    assert sleeps == [1.0, 2.0, 4.0] and flaky.gets == 4
+    part = tmp_path / "f.part"
+    assert part.exists() and f"the partial file {part} (0 bytes) is kept" in str(err.value)
     assert not (tmp_path / "f").exists()
 
     sleeps = []
-    rec = download_object(FlakyClient(client, fail=2), BUCKET, BETA_KEY, tmp_path / "g",
-                             backoff=0.5, max_backoff=0.75, sleep=sleeps.append)
-    assert sleeps == [0.5, 0.75]
+    rec = download_object(FlakyClient(client, cut=2), BUCKET, BETA_KEY, tmp_path / "g",
+                          sleep=sleeps.append)
+    assert sleeps == [1.0, 2.0]
     assert (tmp_path / "g").read_bytes() == (remote["src"] / BETA_KEY).read_bytes()
     assert rec["attempts"] == 3
+
+
+def test_a_request_botocore_gave_up_on_is_not_retried_again(remote, tmp_path):
+    client = anon(remote["endpoint"])
+    sleeps = []
+    flaky = FlakyClient(client, cut=1, after=5_000, fail=1)
+    with pytest.raises(NSDRemoteError, match="after the S3 client's retries.*partial file") as err:
+        download_object(flaky, BUCKET, BETA_KEY, tmp_path / "f", sleep=sleeps.append)
+    assert flaky.gets == 1 and sleeps == []
+    assert "5000 bytes" not in str(err.value)  # the failed request wrote nothing
+    # a dead endpoint: botocore's own attempts, then one clear error naming the object
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    dead = s3_client(endpoint_url=f"http://127.0.0.1:{port}", max_attempts=0, connect_timeout=2)
+    with pytest.raises(NSDRemoteError, match=f"s3://{BUCKET}/{BETA_KEY}.*client's retries"):
+        head(dead, BUCKET, BETA_KEY)
 
 
 def test_corrupted_transfer_fails_md5_and_is_fetched_again(remote, tmp_path):
     client = anon(remote["endpoint"])
     sleeps = []
     rec = download_object(FlakyClient(client, corrupt=True), BUCKET, BETA_KEY, tmp_path / "c",
-                             sleep=sleeps.append)
+                          sleep=sleeps.append)
     assert (tmp_path / "c").read_bytes() == (remote["src"] / BETA_KEY).read_bytes()
     assert sleeps == [1.0] and rec["attempts"] == 2 and rec["verified"] == "md5"
+
+
+def test_body_shorter_than_the_object_is_never_accepted(remote, tmp_path):
+    """A body that ends early without a connection error (no length to catch it on the
+    wire) is caught by the size recorded by the server, and resumed."""
+
+    class ShortBody:
+        def __init__(self, body, n):
+            self._data = body.read()[:n]
+            self._pos = 0
+
+        def read(self, n=-1):
+            n = len(self._data) - self._pos if n is None or n < 0 else n
+            out = self._data[self._pos:self._pos + n]
+            self._pos += len(out)
+            return out
+
+        def close(self):
+            pass
+
+    class ShortClient(FlakyClient):
+        def get_object(self, **kwargs):
+            resp = self._client.get_object(**kwargs)
+            if self.cut:
+                self.cut -= 1
+                resp["Body"] = ShortBody(resp["Body"], 7_000)
+            return resp
+
+    client = anon(remote["endpoint"])
+    gets = record_requests(client)
+    sleeps = []
+    rec = download_object(ShortClient(client, cut=1), BUCKET, BETA_KEY, tmp_path / "s",
+                          sleep=sleeps.append)
+    assert (tmp_path / "s").read_bytes() == (remote["src"] / BETA_KEY).read_bytes()
+    assert [h.get("range") for h in gets] == [None, "bytes=7000-"] and sleeps == [1.0]
+    assert rec["verified"] == "md5"
 
 
 def test_multipart_etag(remote, tmp_path):
@@ -527,6 +610,14 @@ def test_multipart_etag(remote, tmp_path):
     assert (tmp_path / "mp.bin").read_bytes() == data
     assert rec["verified"] == "multipart-md5"
     assert multipart_etag(tmp_path / "mp.bin", 5 * MiB) == info["etag"].strip('"')
+
+    # a part size that no usual default reproduces (6 MiB): only the size can be checked
+    odd = "test/multipart-odd.bin"
+    remote["admin"].upload_fileobj(
+        io.BytesIO(data), BUCKET, odd, ExtraArgs={"ACL": "public-read"},
+        Config=TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=6 * MiB))
+    rec = download_object(client, BUCKET, odd, tmp_path / "odd.bin")
+    assert (tmp_path / "odd.bin").read_bytes() == data and rec["verified"] == "size"
 
 
 # --------------------------------------------------------------------------- ranged reads, stimuli

@@ -24,13 +24,18 @@ from motalign.io.stimuli import EncodedImages, stimulus_payload  # noqa: E402
 
 @pytest.fixture
 def hub(monkeypatch):
+    """A loopback hub that huggingface_hub talks to (HF_ENDPOINT)."""
+    pytest.importorskip("huggingface_hub")
     monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     with LoopbackServer(max_requests=100) as server:
         monkeypatch.setenv("HF_ENDPOINT", server.url)
         yield server
 
 
-FAST = {"sleep": lambda s: None, "timeout": 10}
+def _hub_requests(hub, method=None):
+    """The requests for files of the hub (not the client's other calls)."""
+    return [r for r in hub.requests if r.path.startswith("/datasets/") and method in (None, r.method)]
 
 
 def _load(path):
@@ -74,7 +79,7 @@ def test_prepare_stsb_over_emulated_hub(hub, tmp_path, caplog):
     hub.add_hub_file(STSB_REPO, STSB_REVISION, "data/test-00000-of-00001.parquet", data)
     out = tmp_path / "stimuli" / "stsb.npz"
     with caplog.at_level(logging.WARNING, logger="motalign.datasets.stsb"):
-        info = prepare_stsb(out, cache_dir=tmp_path / "cache", **FAST)
+        info = prepare_stsb(out, cache_dir=tmp_path / "cache")
     stimuli = _load(out)
     assert list(stimuli["sentences"]) == STSB_EXPECTED
     assert list(stimuli["ids"]) == [f"stsb{i:05d}" for i in range(7)]
@@ -90,29 +95,32 @@ def test_prepare_stsb_over_emulated_hub(hub, tmp_path, caplog):
     assert info["n_sentences_before_dedup"] == 11 and info["n_sentences_after_dedup"] == 7
     assert info["count_matches_paper"] is False and info["expected_count"] == 2552
     assert any("2552" in r.getMessage() and "7" in r.getMessage() for r in caplog.records)
-    request = hub.requests[0]
-    assert request.path == (f"/datasets/{STSB_REPO}/resolve/{STSB_REVISION}/"
-                            "data/test-00000-of-00001.parquet")
+    assert info["commit"] == STSB_REVISION and info["file_verified_by"] == ["etag-sha256"]
+    assert [(r.method, r.path) for r in _hub_requests(hub)] == [
+        (method, f"/datasets/{STSB_REPO}/resolve/{STSB_REVISION}/data/test-00000-of-00001.parquet")
+        for method in ("HEAD", "GET")]
 
-    # a second run uses the cached, verified file; a matching count is recorded as such
+    # a second run uses the cached, verified file (the revision is a commit: no request at
+    # all); a matching count is recorded as such
     info = prepare_stsb(out, cache_dir=tmp_path / "cache", expected_count=7,
-                        sha256=hashlib.sha256(data).hexdigest(), **FAST)
+                        sha256=hashlib.sha256(data).hexdigest())
     assert info["count_matches_paper"] is True
-    assert len(hub.requests) == 1
+    assert info["file_verified_by"] == ["etag-sha256", "pinned-sha256"]
+    assert len(_hub_requests(hub)) == 2
 
 
 def test_prepare_stsb_wrong_digest_and_columns(hub, tmp_path):
     hub.add_hub_file(STSB_REPO, "rev1", "data/test-00000-of-00001.parquet", _stsb_parquet())
     with pytest.raises(ValueError, match="SHA-256 mismatch"):
         prepare_stsb(tmp_path / "a.npz", cache_dir=tmp_path / "c", revision="rev1",
-                     sha256="0" * 64, **FAST)
+                     sha256="0" * 64)
     assert not (tmp_path / "a.npz").exists()
 
     buffer = io.BytesIO()
     pq.write_table(pa.table({"text": ["a", "b"]}), buffer)
     hub.add_hub_file(STSB_REPO, "rev2", "data/test-00000-of-00001.parquet", buffer.getvalue())
     with pytest.raises(ValueError, match="sentence1"):
-        prepare_stsb(tmp_path / "b.npz", cache_dir=tmp_path / "c", revision="rev2", **FAST)
+        prepare_stsb(tmp_path / "b.npz", cache_dir=tmp_path / "c", revision="rev2")
 
 
 def test_workflow_stsb_stimuli_record_the_pinned_source_and_content_digest(hub, tmp_path):
@@ -131,6 +139,29 @@ def test_workflow_stsb_stimuli_record_the_pinned_source_and_content_digest(hub, 
     assert written["name"] == "stsb" and written["config"]["source"] == "stsb"
     assert written["content_sha256"] == stimuli_digests(out)["content_sha256"]
     assert set(written["arrays"]) == {"ids", "sentences"}
+
+
+def test_config_pins_name_their_key(hub, tmp_path):
+    """datasets.<name>.sha256 pins STSB's file (a digest) and ImageNet's shards (a mapping)."""
+    from motalign.datasets.stimuli import prepare_stimuli
+
+    data = _stsb_parquet()
+    hub.add_hub_file(STSB_REPO, STSB_REVISION, "data/test-00000-of-00001.parquet", data)
+    entry = {"source": "stsb", "kind": "text", "expected_count": 7}
+    with pytest.raises(ValueError, match=r"datasets\.prompts\.sha256: expected 0{64}"):
+        prepare_stimuli({**entry, "sha256": "0" * 64}, tmp_path / "a.npz",
+                        cache_dir=tmp_path / "cache", name="prompts")
+    assert not (tmp_path / "a.npz").exists()
+    info = prepare_stimuli({**entry, "sha256": hashlib.sha256(data).hexdigest()}, tmp_path / "b.npz",
+                           cache_dir=tmp_path / "cache", name="prompts")
+    assert info["file_verified_by"] == ["etag-sha256", "pinned-sha256"]
+    with pytest.raises(ValueError, match=r"datasets\.inet\.sha256: for ImageNet, a mapping"):
+        prepare_stimuli({"source": "imagenet", "kind": "images", "sha256": "0" * 64},
+                        tmp_path / "c.npz", cache_dir=tmp_path / "cache", name="inet")
+    with pytest.raises(ValueError, match=r"datasets\.inet\.sha256\[data/x\.parquet\]"):
+        hub.add_hub_file("ILSVRC/imagenet-1k", "main", "data/x.parquet", b"PAR1 not really")
+        prepare_imagenet(tmp_path / "d.npz", cache_dir=tmp_path / "cache", shards=("data/x.parquet",),
+                         sha256={"data/x.parquet": "1" * 64}, pin_name="datasets.inet.sha256")
 
 
 # =========================================================================== ImageNet
@@ -418,7 +449,7 @@ def test_prepare_imagenet_from_gated_hub(hub, imagenet_files, tmp_path, monkeypa
     for shard, data in zip(HUB_SHARDS, _hub_shards()):
         hub.add_hub_file("ILSVRC/imagenet-1k", "main", shard, data, token="hf_test", gated=True)
     kwargs = dict(per_class=4, seed=0, cache_dir=tmp_path / "cache",
-                  shards=HUB_SHARDS, **FAST)
+                  shards=HUB_SHARDS)
 
     with pytest.raises(PermissionError) as info:
         prepare_imagenet(tmp_path / "hub.npz", **kwargs)
@@ -426,7 +457,7 @@ def test_prepare_imagenet_from_gated_hub(hub, imagenet_files, tmp_path, monkeypa
     assert "HF_TOKEN" in message
     assert "https://huggingface.co/datasets/ILSVRC/imagenet-1k" in message
     assert not (tmp_path / "hub.npz").exists()
-    assert len(hub.requests) == 1  # not retried
+    assert len(_hub_requests(hub)) == 1  # not retried
 
     monkeypatch.setenv("HF_TOKEN", "hf_test")
     out = tmp_path / "hub.npz"
@@ -436,13 +467,14 @@ def test_prepare_imagenet_from_gated_hub(hub, imagenet_files, tmp_path, monkeypa
     assert info["source"] == "huggingface" and info["ids_from"] == "image_path"
     assert set(info["shard_sha256"]) == set(HUB_SHARDS)
     _check_images(stimuli)
-    for request in hub.requests[1:]:
+    assert info["commit"] == hashlib.sha1(b"main").hexdigest()  # the loopback's commit of main
+    for request in _hub_requests(hub)[1:]:
         assert request.headers["Authorization"] == "Bearer hf_test"
         assert request.path.startswith("/datasets/ILSVRC/imagenet-1k/resolve/main/data/")
 
-    n_requests = len(hub.requests)
+    n_gets = len(_hub_requests(hub, "GET"))
     prepare_imagenet(tmp_path / "again.npz", **kwargs)  # cached, verified shards
-    assert len(hub.requests) == n_requests
+    assert len(_hub_requests(hub, "GET")) == n_gets  # the branch is resolved (HEAD), nothing fetched
     np.testing.assert_array_equal(_load(tmp_path / "again.npz")["image_bytes"], stimuli["image_bytes"])
 
     # the same images as from the archive with the devkit's ground truth
@@ -460,9 +492,7 @@ def test_hub_class_too_small_names_the_class(hub, tmp_path, monkeypatch):
         hub.add_hub_file("ILSVRC/imagenet-1k", "main", shard, data, token="hf_test")
     with pytest.raises(ValueError, match="class 0 has only 6 images"):
         prepare_imagenet(tmp_path / "x.npz", per_class=10,
-                         cache_dir=tmp_path / "cache", shards=HUB_SHARDS, **FAST)
-    with pytest.raises(ValueError, match="cache_dir"):
-        prepare_imagenet(tmp_path / "x.npz", shards=HUB_SHARDS, **FAST)
+                         cache_dir=tmp_path / "cache", shards=HUB_SHARDS)
 
 
 def test_hub_undecodable_row_is_named(hub, tmp_path):
@@ -479,7 +509,7 @@ def test_hub_undecodable_row_is_named(hub, tmp_path):
     hub.add_hub_file("ILSVRC/imagenet-1k", "main", shard[0], buffer.getvalue())
     with pytest.raises(ValueError, match=r"validation-00000-of-00001\.parquet\), row 2: cannot decode"):
         prepare_imagenet(tmp_path / "x.npz", per_class=N_PER_CLASS, cache_dir=tmp_path / "cache",
-                         shards=shard, **FAST)
+                         shards=shard)
 
 
 def test_hub_rows_without_paths_get_row_order_ids(hub, tmp_path, caplog):
@@ -495,7 +525,7 @@ def test_hub_rows_without_paths_get_row_order_ids(hub, tmp_path, caplog):
     hub.add_hub_file("ILSVRC/imagenet-1k", "main", shard[0], buffer.getvalue())
     with caplog.at_level(logging.WARNING, logger="motalign.datasets.imagenet"):
         info = prepare_imagenet(tmp_path / "x.npz", per_class=2,
-                                cache_dir=tmp_path / "cache", shards=shard, **FAST)
+                                cache_dir=tmp_path / "cache", shards=shard)
     assert info["ids_from"] == "row_order"
     _check_images(_load(tmp_path / "x.npz"))
     assert any("row order" in r.getMessage() for r in caplog.records)

@@ -56,8 +56,6 @@ NSD_SIMULATED_DIR = results_path("data", "nsd_sim")
 NSD_MIRROR_DIR = results_path("data", "nsd")
 #: voxels per region and subject of an NSD data set
 VOXEL_COUNTS_CSV = results_path("data", f"{DATASET_KEY}_voxel_counts.csv")
-#: downloads kept between runs (STSB, ImageNet hub shards)
-DOWNLOADS_DIR = results_path("downloads")
 
 # --- alignment (alignment.smk, baselines.smk, subsampling.smk, three_level.smk)
 #: inner OT of one shard of layer pairs (Sec. 2.2.1)

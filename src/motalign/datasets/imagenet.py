@@ -30,7 +30,8 @@ from scipy.io import loadmat
 
 from ..io.atomic import save_npz, write_json
 from ..io.stimuli import decode_image
-from .download import download, hf_cache_path, hf_file_url, provenance_path, read_sidecar
+from .download import provenance_path
+from .hub import hub_file
 
 log = logging.getLogger(__name__)
 
@@ -278,21 +279,23 @@ def _parquet_index(path: Path, shard: str):
     return labels, paths
 
 
-def _prepare_from_hub(hub_repo, revision, shards, cache_dir, per_class, seed, session,
-                      download_options):
+def _prepare_from_hub(hub_repo, revision, shards, cache_dir, per_class, seed, sha256, pin_name):
     import pyarrow.parquet as pq  # deferred: optional dependency, data extra
 
     if not shards:
         raise ValueError("shards is empty")
-    local = []
-    digests = {}
+    pins = dict(sha256 or {})
+    unknown = sorted(set(pins) - set(shards))
+    if unknown:
+        raise ValueError(f"{pin_name}: pinned digests for files that are not shards: {unknown}")
+    local, digests, commits = [], {}, set()
     for shard in shards:
-        url = hf_file_url(hub_repo, shard, revision=revision, repo_type="dataset")
-        path = download(url, hf_cache_path(cache_dir, hub_repo, revision, shard),
-                        token_env="HF_TOKEN", token_help=IMAGENET_TOKEN_HELP, session=session,
-                        **download_options)
-        local.append(path)
-        digests[shard] = read_sidecar(path)
+        hub = hub_file(hub_repo, shard, revision=revision, cache_dir=cache_dir,
+                       sha256=pins.get(shard), pin_name=f"{pin_name}[{shard}]",
+                       token_help=IMAGENET_TOKEN_HELP)
+        local.append(hub.path)
+        digests[shard] = hub.sha256
+        commits.add(hub.commit)
 
     rows = []  # (shard index, row in shard, label, number)
     row_order_ids = False
@@ -348,6 +351,7 @@ def _prepare_from_hub(hub_repo, revision, shards, cache_dir, per_class, seed, se
         "source": "huggingface",
         "repo_id": hub_repo,
         "revision": revision,
+        "commit": commits.pop() if len(commits) == 1 else sorted(map(str, commits)),
         "shards": list(shards),
         "shard_sha256": digests,
         "label_space": "sorted_wnid_index",
@@ -361,7 +365,7 @@ def prepare_imagenet(out, *, per_class: int = 20, seed: int = 0,
                      archive=None, devkit=None, labels_file=None,
                      hub_repo: str = IMAGENET_HUB_REPO, revision: str = "main",
                      cache_dir=None, shards: Sequence[str] = IMAGENET_VAL_SHARDS,
-                     session=None, **download_options) -> dict:
+                     sha256: dict | None = None, pin_name: str = "sha256", **removed) -> dict:
     """Write a seeded class-balanced selection of ImageNet validation images as stimuli.
 
     ``per_class`` images of every class present in the data (1000 classes x 20 = 20,000 in
@@ -374,8 +378,11 @@ def prepare_imagenet(out, *, per_class: int = 20, seed: int = 0,
       ``data/meta.mat``) or ``labels_file`` (one integer label per line in image order,
       stored as given); or
     * the gated hub data set ``hub_repo`` at ``revision``: its validation parquet ``shards``
-      are downloaded to ``cache_dir`` with the token in ``HF_TOKEN`` (a missing or rejected
-      token raises :class:`PermissionError` saying where to request access).
+      are downloaded by huggingface_hub into its cache (``cache_dir``, default
+      ``HF_HUB_CACHE``) with the token in ``HF_TOKEN`` (a missing or rejected token raises
+      :class:`PermissionError` saying where to request access); each is verified against the
+      hub's SHA-256 ETag and, when ``sha256`` (shard -> digest) pins it, against the pin
+      (:func:`motalign.datasets.hub.hub_file`).
 
     The images are stored as their **original files**, byte for byte (the archive member,
     or the parquet row's ``image.bytes``): ``image_bytes`` and ``image_offsets``
@@ -386,13 +393,14 @@ def prepare_imagenet(out, *, per_class: int = 20, seed: int = 0,
     stored (int64).
 
     Memory: the output (about 2.6 GB of JPEG for the paper's 20,000 images) plus one image;
-    the hub shards are read in batches of 256 rows.  ``download_options`` go to
-    :func:`motalign.datasets.download.download`.  Returns the provenance (also in
+    the hub shards are read in batches of 256 rows.  Returns the provenance (also in
     ``<out>.json``).
     """
-    if "image_size" in download_options:
+    if "image_size" in removed:
         raise TypeError("prepare_imagenet no longer takes image_size: the original images are stored and "
                         "each model's image processor resizes and crops them")
+    if removed:
+        raise TypeError(f"prepare_imagenet got unexpected keyword arguments {sorted(removed)}")
     if archive is not None:
         numbers, labels, (data, offsets, shapes), info = _prepare_from_archive(
             archive, devkit, labels_file, per_class, seed)
@@ -400,7 +408,7 @@ def prepare_imagenet(out, *, per_class: int = 20, seed: int = 0,
         if devkit is not None or labels_file is not None:
             raise ValueError("devkit/labels_file need archive (the local validation tar)")
         numbers, labels, (data, offsets, shapes), info = _prepare_from_hub(
-            hub_repo, revision, tuple(shards), cache_dir, per_class, seed, session, download_options)
+            hub_repo, revision, tuple(shards), cache_dir, per_class, seed, sha256, pin_name)
     ids = np.array([f"ILSVRC2012_val_{int(n):08d}" for n in numbers])
     labels = np.asarray(labels, dtype=np.int64)
     save_npz(out, ids=ids, image_bytes=data, image_offsets=offsets, labels=labels)

@@ -27,7 +27,10 @@ from .stsb import STSB_REVISION, prepare_stsb
 def prepare_stimuli(dataset: dict, out, *, nsd_root=None, cache_dir=None, name="?") -> dict:
     """Build a data set's stimuli file from its config entry (``datasets.<name>``), and its
     provenance document ``<out>.json``.  Downloads (STSB, the ImageNet hub shards) are kept
-    in ``cache_dir``.  Returns the provenance."""
+    in the hub cache: ``cache_dir``, default huggingface_hub's (``HF_HUB_CACHE``, shared with
+    transformers).  ``datasets.<name>.sha256`` pins the content: STSB's parquet file (one
+    digest), the ImageNet shards (a mapping shard file -> digest).  Returns the
+    provenance."""
     info = _prepare(dataset, out, nsd_root=nsd_root, cache_dir=cache_dir, name=name)
     digests = stimuli_digests(out)
     if dataset["source"] == "nsd":
@@ -58,6 +61,7 @@ def _prepare(dataset: dict, out, *, nsd_root, cache_dir, name) -> dict:
         return prepare_stsb(
             out, cache_dir=cache_dir, revision=dataset.get("revision", STSB_REVISION),
             expected_count=dataset.get("expected_count", 2552),
+            sha256=dataset.get("sha256"), pin_name=f"datasets.{name}.sha256",
         )
     if source == "imagenet":
         if "image_size" in dataset:
@@ -72,5 +76,16 @@ def _prepare(dataset: dict, out, *, nsd_root, cache_dir, name) -> dict:
             devkit=dataset.get("devkit"), labels_file=dataset.get("labels_file"),
             hub_repo=dataset.get("hub_dataset", IMAGENET_HUB_REPO),
             revision=dataset.get("revision", "main"), cache_dir=cache_dir,
+            sha256=_shard_pins(dataset.get("sha256"), name), pin_name=f"datasets.{name}.sha256",
         )
     raise ValueError(f"datasets.{name}.source: unknown source {source!r}")
+
+
+def _shard_pins(value, name: str) -> dict | None:
+    """``datasets.<name>.sha256`` of an ImageNet hub data set: shard file -> SHA-256."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError(f"datasets.{name}.sha256: for ImageNet, a mapping of shard file "
+                         f"(e.g. data/validation-00000-of-00014.parquet) to SHA-256, got {value!r}")
+    return {str(k): v for k, v in value.items()}

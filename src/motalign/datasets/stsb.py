@@ -15,7 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..io.atomic import save_npz, write_json
-from .download import download, file_sha256, hf_cache_path, hf_file_url, provenance_path, read_sidecar
+from .download import provenance_path
+from .hub import hub_file
 
 log = logging.getLogger(__name__)
 
@@ -54,29 +55,27 @@ def derive_stsb_sentences(sentence1: Sequence, sentence2: Sequence) -> tuple[lis
     return unique, counts
 
 
-def prepare_stsb(out, *, cache_dir, repo_id: str = STSB_REPO, revision: str = STSB_REVISION,
+def prepare_stsb(out, *, cache_dir=None, repo_id: str = STSB_REPO, revision: str = STSB_REVISION,
                  split: str = "test", expected_count: int | None = STSB_PAPER_COUNT,
-                 sha256: str | None = None, session=None, **download_options) -> dict:
+                 sha256: str | None = None, pin_name: str = "sha256") -> dict:
     """Write the STS-B prompts (unique sentences of ``split``) as a stimuli file.
 
     Downloads ``data/{split}-00000-of-00001.parquet`` of the hub data set ``repo_id`` at
-    ``revision`` into ``cache_dir`` (verified against ``sha256`` when given), reads the
-    ``sentence1``/``sentence2`` columns and keeps the unique sentences
+    ``revision`` with huggingface_hub into its cache (``cache_dir``, default ``HF_HUB_CACHE``),
+    verified against the hub's SHA-256 ETag and, when given, the pinned ``sha256``
+    (:func:`motalign.datasets.hub.hub_file`; ``pin_name`` names the pin in messages), reads
+    the ``sentence1``/``sentence2`` columns and keeps the unique sentences
     (:func:`derive_stsb_sentences`); ids are ``stsb00000``, ``stsb00001``, ...  A count other
     than ``expected_count`` is recorded (``count_matches_paper: false``) and logged, not an
     error: that the paper's 2,552 prompts are exactly this derivation is unverified.
-    ``download_options`` go to :func:`motalign.datasets.download.download` (``retries``,
-    ...).
     Returns the provenance (also written to ``<out>.json``).
     """
     import pyarrow.parquet as pq  # deferred: optional dependency, data extra
 
     filename = f"data/{split}-00000-of-00001.parquet"
-    url = hf_file_url(repo_id, filename, revision=revision, repo_type="dataset")
-    local = download(url, hf_cache_path(cache_dir, repo_id, revision, filename), sha256=sha256,
-                     token_env="HF_TOKEN", session=session,
-                     token_help=f"check https://huggingface.co/datasets/{repo_id}",
-                     **download_options)
+    hub = hub_file(repo_id, filename, revision=revision, cache_dir=cache_dir, sha256=sha256,
+                   pin_name=pin_name, token_help=f"check https://huggingface.co/datasets/{repo_id}")
+    local, url = hub.path, hub.url
     try:
         table = pq.read_table(local)
     except Exception as error:  # pyarrow raises its own error types
@@ -103,8 +102,10 @@ def prepare_stsb(out, *, cache_dir, repo_id: str = STSB_REPO, revision: str = ST
         "revision": revision,
         "split": split,
         "file": filename,
+        "commit": hub.commit,
         "url": url,
-        "file_sha256": read_sidecar(local) or file_sha256(local),
+        "file_sha256": hub.sha256,
+        "file_verified_by": list(hub.verified),
         "derivation": ("unique sentences of the split in first-appearance order: row by row, "
                        "sentence1 then sentence2; whitespace stripped; empty dropped; "
                        "exact-string deduplication keeping the first"),

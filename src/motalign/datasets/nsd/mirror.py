@@ -11,7 +11,8 @@ images are fetched with ranged requests by
 :func:`motalign.datasets.nsd.images.fetch_shared_stimuli`.
 
 * A file already present with the object's size is kept; when the object's ETag is a
-  single-part ETag (the MD5 of the content) the local MD5 must match too.  Otherwise it is
+  single-part ETag (the MD5 of the content), or a multipart ETag whose part size can be
+  inferred, the local digest must match too (otherwise the size is the check).  Otherwise it is
   downloaded by :func:`motalign.datasets.nsd.transfer.download_object` (resume, retries,
   verification, atomic replace).
 * ``<root>/.motalign_manifest.json`` (written atomically after every file) records, per
@@ -33,7 +34,7 @@ import numpy as np
 
 from ...io.atomic import write_json
 from .layout import BETA_NAME, BETAS_DIR, EXPDESIGN_PATH, ROI_DIR, STIMULI_PATH, subject_id
-from .s3 import MissingObjectError, _bucket, _call, _client, _Retrier, _url, head
+from .s3 import MissingObjectError, _bucket, _call, _client, _url, head
 from .transfer import _verify_local, download_object
 
 logger = logging.getLogger(__name__)
@@ -65,14 +66,13 @@ def read_manifest(root) -> dict:
     return data
 
 
-def _list_keys(client, bucket: str, prefix: str, retries: int, sleep) -> list[str]:
-    retrier = _Retrier(retries, 1.0, 60.0, sleep, f"LIST {_url(bucket, prefix)}")
+def _list_keys(client, bucket: str, prefix: str) -> list[str]:
     keys, token = [], None
     while True:
         kwargs = {"Bucket": bucket, "Prefix": prefix}
         if token:
             kwargs["ContinuationToken"] = token
-        resp = _call(client.list_objects_v2, retrier, bucket, prefix, "prefix", **kwargs)
+        resp = _call(client.list_objects_v2, bucket, prefix, "prefix", **kwargs)
         keys.extend(obj["Key"] for obj in resp.get("Contents", []) or [])
         if not resp.get("IsTruncated"):
             return keys
@@ -103,8 +103,7 @@ def _session_list(sessions, subject: str):
 
 
 def needed_keys(subjects, *, sessions=None, regions_files=DEFAULT_ROI_FILES, client=None,
-                bucket=None, betas_ext: str = ".nii.gz", include_expdesign: bool = True,
-                retries: int = 5, sleep=time.sleep) -> list[str]:
+                bucket=None, betas_ext: str = ".nii.gz", include_expdesign: bool = True) -> list[str]:
     """The bucket keys :func:`download_nsd` mirrors, in download order.
 
     ``sessions``: None (every ``betas_sessionYY<betas_ext>`` listed under the subject's
@@ -136,7 +135,7 @@ def needed_keys(subjects, *, sessions=None, regions_files=DEFAULT_ROI_FILES, cli
             client = _client(client)
             prefix = betas_dir + "/"
             found = {}
-            for k in _list_keys(client, bucket, prefix, retries, sleep):
+            for k in _list_keys(client, bucket, prefix):
                 m = pattern.match(k[len(prefix):])
                 if m:
                     found[int(m.group(1))] = k
@@ -154,9 +153,8 @@ def needed_keys(subjects, *, sessions=None, regions_files=DEFAULT_ROI_FILES, cli
 
 
 def download_nsd(root, *, subjects, sessions=None, regions_files=DEFAULT_ROI_FILES, client=None,
-                 bucket=None, retries: int = 5, betas_ext: str = ".nii.gz",
-                 include_expdesign: bool = True, rehash: bool = False, backoff: float = 1.0,
-                 max_backoff: float = 60.0, sleep=time.sleep) -> dict:
+                 bucket=None, betas_ext: str = ".nii.gz", include_expdesign: bool = True,
+                 rehash: bool = False, sleep=time.sleep) -> dict:
     """Mirror the NSD files the paper needs into ``root``, under the bucket's keys.
 
     Files: the experiment design, per subject the ROI volumes ``regions_files`` and the
@@ -181,8 +179,9 @@ def download_nsd(root, *, subjects, sessions=None, regions_files=DEFAULT_ROI_FIL
     client, bucket
         Default :func:`~motalign.datasets.nsd.s3.s3_client` and
         :func:`~motalign.datasets.nsd.s3.default_bucket`.
-    retries, backoff, max_backoff, sleep
-        Retry policy of every request (see :func:`download_object`).
+    sleep
+        How to wait between resumptions of a cut download (the retry policy is the
+        client's, see :mod:`motalign.datasets.nsd.s3`).
     betas_ext : {".nii.gz", ".hdf5"}
     rehash : bool
         Hash every present file even if the manifest vouches for it.
@@ -200,18 +199,16 @@ def download_nsd(root, *, subjects, sessions=None, regions_files=DEFAULT_ROI_FIL
         A needed key (or, when listing, any session) is absent; the message names the key
         and the bucket.  Nothing is downloaded then (all keys are checked first).
     NSDRemoteError
-        A download failed after ``retries`` retries, or access was denied.
+        A download failed after the client's retries, or access was denied.
     """
     root = Path(root)
     client = _client(client)
     bucket = _bucket(bucket)
     keys = needed_keys(subjects, sessions=sessions, regions_files=regions_files, client=client,
-                       bucket=bucket, betas_ext=betas_ext, include_expdesign=include_expdesign,
-                       retries=retries, sleep=sleep)
+                       bucket=bucket, betas_ext=betas_ext, include_expdesign=include_expdesign)
     heads = {}
     for key in keys:  # check every key first, so a missing one fails before any transfer
-        heads[key] = head(client, bucket, key, retries=retries, backoff=backoff,
-                          max_backoff=max_backoff, sleep=sleep, what="file")
+        heads[key] = head(client, bucket, key, what="file")
     root.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(root)
     manifest["format"] = MANIFEST_FORMAT
@@ -243,8 +240,7 @@ def download_nsd(root, *, subjects, sessions=None, regions_files=DEFAULT_ROI_FIL
             logger.info("skip %s (present, verified)", key)
         else:
             logger.info("download %s (%d bytes)", key, info["size"])
-            record = download_object(client, bucket, key, dest, info=info, retries=retries,
-                                     backoff=backoff, max_backoff=max_backoff, sleep=sleep)
+            record = download_object(client, bucket, key, dest, info=info, sleep=sleep)
             transferred += record["bytes_transferred"]
             downloaded.append(key)
         manifest["files"][key] = {

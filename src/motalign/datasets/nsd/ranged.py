@@ -15,7 +15,6 @@ from .s3 import (
     NSDRemoteError,
     _error_code,
     _is_client_error,
-    _is_retryable_client_error,
     _iter_body,
     _network_errors,
     _raise_for_client_error,
@@ -41,8 +40,7 @@ class RangedS3File(io.RawIOBase):
     """
 
     def __init__(self, client, bucket: str, key: str, *, block_size: int = 4 * MiB,
-                 cache_blocks: int = 16, direct_threshold: int = 256 * 1024, retries: int = 5,
-                 backoff: float = 0.5, max_backoff: float = 30.0, sleep=time.sleep):
+                 cache_blocks: int = 16, direct_threshold: int = 256 * 1024, sleep=time.sleep):
         super().__init__()
         if int(block_size) < 1 or int(cache_blocks) < 1:
             raise ValueError("block_size and cache_blocks must be positive")
@@ -53,8 +51,8 @@ class RangedS3File(io.RawIOBase):
         self.block_size = int(block_size)
         self.cache_blocks = int(cache_blocks)
         self.direct_threshold = int(direct_threshold)
-        self._retry = dict(retries=retries, backoff=backoff, max_backoff=max_backoff, sleep=sleep)
-        info = head(client, self.bucket, self.key, **self._retry)
+        self._sleep = sleep
+        info = head(client, self.bucket, self.key)
         self.size = info["size"]
         self.etag = info["etag"]
         self._pos = 0
@@ -157,10 +155,10 @@ class RangedS3File(io.RawIOBase):
             out += hi - lo
 
     def _fetch(self, lo: int, hi: int) -> bytes:
-        """Bytes ``[lo, hi)`` of the object (one ranged GET, retried)."""
+        """Bytes ``[lo, hi)`` of the object (one ranged GET; the request retried by the
+        client, a cut or short body fetched again under the client's policy)."""
         what = f"ranged read {lo}-{hi - 1} of {self.name}"
-        retrier = _Retrier(self._retry["retries"], self._retry["backoff"],
-                           self._retry["max_backoff"], self._retry["sleep"], what)
+        retrier = _Retrier.for_client(self.client, self._sleep, what)
         net = _network_errors()
         while True:
             kwargs = {"Bucket": self.bucket, "Key": self.key, "Range": f"bytes={lo}-{hi - 1}"}
@@ -170,10 +168,11 @@ class RangedS3File(io.RawIOBase):
                 self.requests += 1
                 try:
                     resp = self.client.get_object(**kwargs)
-                except net as exc:
+                except net as exc:  # botocore has retried the request already
                     if _is_client_error(exc):  # pragma: no cover
                         raise
-                    raise _TransientError(str(exc)) from exc
+                    raise NSDRemoteError(f"{what}: {type(exc).__name__}: {exc} (after the S3 "
+                                         "client's retries)") from exc
                 parts = list(_iter_body(resp["Body"], DOWNLOAD_CHUNK))
             except _TransientError as exc:
                 retrier.failed(exc)
@@ -185,10 +184,7 @@ class RangedS3File(io.RawIOBase):
                 if code in ("PreconditionFailed", "412"):
                     raise NSDRemoteError(
                         f"{self.name} changed while open (ETag no longer {self.etag}); reopen it") from exc
-                if _is_retryable_client_error(exc):
-                    retrier.failed(exc)
-                    continue
-                _raise_for_client_error(exc, self.bucket, self.key)
+                _raise_for_client_error(exc, self.bucket, self.key)  # retried by botocore
             data = b"".join(parts)
             self.bytes_fetched += len(data)
             content_range = str(resp.get("ContentRange") or "")

@@ -12,9 +12,15 @@ The NSD terms of use (the NSD Data Access Agreement) apply to the data.
 
 Retries
 -------
-Transient failures (connection errors, truncated bodies, 5xx/throttling) are retried with
-exponential backoff (``backoff * 2**k`` seconds, capped; the count restarts once an
-attempt made progress); ``sleep`` is injectable.  A missing key or bucket raises
+One policy, the S3 client's own: :func:`s3_client` configures botocore's retries
+(``Config(retries={"max_attempts": N, "mode": "standard"})``: connection errors, throttling
+and 5xx answers are retried by botocore inside every request), and nothing here retries a
+request again.  What botocore cannot retry -- a body cut after the response began, a body
+shorter than its object, a download that fails verification -- is resumed (or restarted)
+by :mod:`.transfer` and :mod:`.ranged` under the same configuration
+(:func:`retry_policy`: as many retries as ``max_attempts``, waits ``2**k`` seconds capped
+at 20 s as botocore's standard mode, without its jitter; the count restarts once an attempt
+made progress); ``sleep`` is injectable.  A missing key or bucket raises
 :class:`MissingObjectError` naming both; other failures raise :class:`NSDRemoteError`.
 """
 
@@ -24,9 +30,6 @@ import contextlib
 import http.client
 import logging
 import os
-import time
-
-import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +92,8 @@ def s3_client(endpoint_url: str | None = None, region: str = DEFAULT_REGION, *,
         Unsigned requests (no credentials needed, as for the public NSD bucket).  False
         uses the usual boto3 credential chain.
     max_attempts, connect_timeout, read_timeout
-        botocore retry attempts (standard mode) and socket timeouts in seconds.
+        botocore's retries (standard mode; the one retry policy of this package, see
+        "Retries") and socket timeouts in seconds.
     """
     import boto3  # deferred: optional dependency, nsd extra
     from botocore import UNSIGNED  # deferred: optional dependency, nsd extra
@@ -161,22 +165,45 @@ def _raise_for_client_error(exc, bucket: str, key: str, what: str = "object"):
             f"access denied to {_url(bucket, key)} (key {key!r} in bucket {bucket!r}); the "
             f"object may not exist or may not be public, or the client may need "
             f"anonymous=True / credentials") from exc
-    raise NSDRemoteError(f"{_url(bucket, key)}: {code or status}: {exc}") from exc
+    suffix = " (after the S3 client's retries)" if _is_retryable_client_error(exc) else ""
+    raise NSDRemoteError(f"{_url(bucket, key)}: {code or status}: {exc}{suffix}") from exc
+
+
+#: botocore's standard mode: waits grow as 2**k seconds up to this cap
+_MAX_BACKOFF = 20.0
+
+
+def retry_policy(client) -> int:
+    """The number of retries the client's configuration allows (botocore's
+    ``retries["max_attempts"]``, or ``total_max_attempts - 1``; botocore's default, 4 in
+    standard mode, when the client does not say)."""
+    config = getattr(getattr(client, "meta", None), "config", None)
+    retries = getattr(config, "retries", None) or {}
+    if retries.get("total_max_attempts") is not None:
+        return max(0, int(retries["total_max_attempts"]) - 1)
+    if retries.get("max_attempts") is not None:
+        return max(0, int(retries["max_attempts"]))
+    return 4
 
 
 class _Retrier:
-    """Exponential backoff bookkeeping: ``failed()`` sleeps or raises after ``retries``
-    consecutive failures without progress; ``progressed()`` restarts the count."""
+    """Resumption bookkeeping for failures botocore cannot retry (see "Retries"):
+    ``failed()`` sleeps or raises after ``retries`` consecutive failures without progress;
+    ``progressed()`` restarts the count."""
 
-    def __init__(self, retries: int, backoff: float, max_backoff: float, sleep, what: str):
-        if isinstance(retries, bool) or not isinstance(retries, (int, np.integer)) or retries < 0:
-            raise ValueError(f"retries must be a non-negative integer, got {retries!r}")
+    def __init__(self, retries: int, sleep, what: str, backoff: float = 1.0,
+                 max_backoff: float = _MAX_BACKOFF, left=None):
+        self.left = left  # () -> str: what is left on disk, said when giving up
         self.retries = int(retries)
         self.backoff = float(backoff)
         self.max_backoff = float(max_backoff)
         self.sleep = sleep
         self.what = what
         self.failures = 0
+
+    @classmethod
+    def for_client(cls, client, sleep, what: str, left=None) -> _Retrier:
+        return cls(retry_policy(client), sleep, what, left=left)
 
     def progressed(self):
         self.failures = 0
@@ -186,41 +213,39 @@ class _Retrier:
         cause = exc.__cause__ if isinstance(exc, _TransientError) and exc.__cause__ else exc
         if self.failures > self.retries:
             raise NSDRemoteError(
-                f"{self.what}: giving up after {self.retries} retries "
-                f"({reason or type(cause).__name__ + ': ' + str(cause)})") from cause
+                f"{self.what}: giving up after {self.retries} retries (the S3 client's "
+                f"max_attempts) ({reason or type(cause).__name__ + ': ' + str(cause)})"
+                + (f"; {self.left()}" if self.left else "")) from cause
         delay = min(self.max_backoff, self.backoff * 2 ** (self.failures - 1))
         logger.warning("%s: %s; retry %d/%d in %.1f s", self.what,
                        reason or f"{type(cause).__name__}: {cause}", self.failures, self.retries, delay)
         self.sleep(delay)
 
 
-def _call(fn, retrier: _Retrier, bucket: str, key: str, what: str = "object", **kwargs):
-    """``fn(**kwargs)`` with retries of transient failures; missing keys raise clearly."""
+def _call(fn, bucket: str, key: str, what: str = "object", **kwargs):
+    """``fn(**kwargs)``, a request that botocore has retried already; its failure raises
+    :class:`MissingObjectError` or :class:`NSDRemoteError` naming the key and bucket."""
     net = _network_errors()
-    while True:
-        try:
-            return fn(**kwargs)
-        except net as exc:
-            if _is_client_error(exc):  # pragma: no cover - ClientError is not a network error
-                raise
-            retrier.failed(exc)
-        except Exception as exc:
-            if not _is_client_error(exc):
-                raise
-            if _is_retryable_client_error(exc):
-                retrier.failed(exc)
-                continue
-            _raise_for_client_error(exc, bucket, key, what)
+    try:
+        return fn(**kwargs)
+    except net as exc:
+        if _is_client_error(exc):  # pragma: no cover - ClientError is not a network error
+            raise
+        raise NSDRemoteError(f"{_url(bucket, key)}: {type(exc).__name__}: {exc} (after the S3 "
+                             "client's retries)") from exc
+    except Exception as exc:
+        if not _is_client_error(exc):
+            raise
+        _raise_for_client_error(exc, bucket, key, what)
 
 
-def head(client, bucket: str, key: str, *, retries: int = 5, backoff: float = 1.0,
-         max_backoff: float = 60.0, sleep=time.sleep, what: str = "object") -> dict:
-    """``{"size": int, "etag": str}`` of ``s3://bucket/key`` (HeadObject, retried).
+def head(client, bucket: str, key: str, *, what: str = "object") -> dict:
+    """``{"size": int, "etag": str}`` of ``s3://bucket/key`` (HeadObject; retried by the
+    client).
 
     Raises :class:`MissingObjectError` (naming key and bucket) if it does not exist.
     """
-    retrier = _Retrier(retries, backoff, max_backoff, sleep, f"HEAD {_url(bucket, key)}")
-    resp = _call(client.head_object, retrier, bucket, key, what, Bucket=bucket, Key=key)
+    resp = _call(client.head_object, bucket, key, what, Bucket=bucket, Key=key)
     return {"size": int(resp["ContentLength"]), "etag": str(resp.get("ETag", ""))}
 
 

@@ -7,11 +7,15 @@ Download guarantees
 * The object is streamed into ``<file>.part`` (with ``<file>.part.json`` naming the ETag
   it belongs to).  After a cut connection, the download resumes with a ranged
   ``GetObject`` (``Range: bytes=N-``, ``If-Match: <etag>`` so that a changed object is never
-  spliced); an interrupted run resumes the same way.  Transient failures are retried as
-  described in :mod:`.s3`.
-* The finished ``.part`` must have the object's size, and the MD5 of a single-part ETag
-  (32 hex digits, the MD5 of the content; a multipart ETag ``<md5 of part md5s>-<n>`` is
-  checked against the usual part sizes when one fits; otherwise the size is the check); it
+  spliced); an interrupted run resumes the same way.  Requests are retried by the S3
+  client; a cut body is resumed under the same policy (:mod:`.s3`, "Retries").
+* The finished ``.part`` must have the object's size (``Content-Length`` of HEAD; a body
+  that ends early, with or without a length, is resumed, never accepted), and the digest
+  the server records: a single-part ETag (32 hex digits) is the MD5 of the content and
+  must match; a multipart ETag ``<md5 of the parts' md5s>-<n>`` is recomputed for the part
+  sizes that give ``n`` parts among the usual client defaults (8, 5, 16, 15, 32, 50, 64,
+  100, 128, 256, 512 MiB) and must match when one of them does; when none does (the part
+  size cannot be inferred) the size is the only check (``verified: "size"``, logged).  It
   is then fsynced and moved into place with :func:`os.replace` (atomic).
 """
 
@@ -34,7 +38,6 @@ from .s3 import (
     NSDRemoteError,
     _error_code,
     _is_client_error,
-    _is_retryable_client_error,
     _iter_body,
     _network_errors,
     _raise_for_client_error,
@@ -145,6 +148,14 @@ def _part_paths(dest: Path) -> tuple[Path, Path]:
     return dest.with_name(dest.name + ".part"), dest.with_name(dest.name + ".part.json")
 
 
+def _left(part: Path) -> str:
+    """What an unfinished download leaves on disk, as checked there."""
+    if part.exists():
+        return (f"the partial file {part} ({part.stat().st_size} bytes) is kept and the next "
+                "call resumes from it")
+    return "no partial file is left"
+
+
 def _discard(*paths: Path) -> None:
     for p in paths:
         with contextlib.suppress(FileNotFoundError):
@@ -152,7 +163,6 @@ def _discard(*paths: Path) -> None:
 
 
 def download_object(client, bucket: str, key: str, dest, *, info: dict | None = None,
-                    retries: int = 5, backoff: float = 1.0, max_backoff: float = 60.0,
                     sleep=time.sleep, chunk_size: int = DOWNLOAD_CHUNK) -> dict:
     """Download ``s3://bucket/key`` to ``dest`` with resume, retries and verification.
 
@@ -170,12 +180,11 @@ def download_object(client, bucket: str, key: str, dest, *, info: dict | None = 
     """
     dest = Path(dest)
     what = f"download of {_url(bucket, key)}"
-    retrier = _Retrier(retries, backoff, max_backoff, sleep, what)
-    if info is None:
-        info = head(client, bucket, key, retries=retries, backoff=backoff,
-                    max_backoff=max_backoff, sleep=sleep)
-    size, etag = int(info["size"]), str(info["etag"])
     part, meta = _part_paths(dest)
+    retrier = _Retrier.for_client(client, sleep, what, left=lambda: _left(part))
+    if info is None:
+        info = head(client, bucket, key)
+    size, etag = int(info["size"]), str(info["etag"])
     dest.parent.mkdir(parents=True, exist_ok=True)
 
     def _meta_ok() -> bool:
@@ -212,10 +221,11 @@ def download_object(client, bucket: str, key: str, dest, *, info: dict | None = 
                 attempts += 1
                 try:
                     resp = client.get_object(**kwargs)
-                except net as exc:
+                except net as exc:  # botocore has retried the request already
                     if _is_client_error(exc):  # pragma: no cover
                         raise
-                    raise _TransientError(str(exc)) from exc
+                    raise NSDRemoteError(f"{what}: {type(exc).__name__}: {exc} (after the S3 "
+                                         f"client's retries); {_left(part)}") from exc
                 status = (resp.get("ResponseMetadata") or {}).get("HTTPStatusCode")
                 mode = "ab"
                 if offset and status != 206 and not resp.get("ContentRange"):
@@ -238,8 +248,7 @@ def download_object(client, bucket: str, key: str, dest, *, info: dict | None = 
                 if code in ("PreconditionFailed", "412"):
                     # the object changed since HEAD: restart on the new version
                     logger.warning("%s changed during the download; restarting", _url(bucket, key))
-                    info = head(client, bucket, key, retries=retries, backoff=backoff,
-                                max_backoff=max_backoff, sleep=sleep)
+                    info = head(client, bucket, key)
                     size, etag = int(info["size"]), str(info["etag"])
                     _discard(part, meta)
                     write_json(meta, {"key": key, "bucket": bucket, "etag": etag, "size": size})
@@ -251,16 +260,16 @@ def download_object(client, bucket: str, key: str, dest, *, info: dict | None = 
                     part.touch()
                     retrier.failed(exc, "range not satisfiable; restarting from byte 0")
                     continue
-                if _is_retryable_client_error(exc):
-                    retrier.failed(exc)
-                    continue
-                _raise_for_client_error(exc, bucket, key)
+                _raise_for_client_error(exc, bucket, key)  # botocore has retried it already
             if part.stat().st_size < size:
                 # body ended early without a connection error
                 retrier.failed(NSDRemoteError("short body"),
                                f"body ended at byte {part.stat().st_size} of {size}")
                 continue
         ok, verified, hashes = _verify_local(part, size, etag)
+        if ok and verified == "size":
+            logger.info("%s: ETag %s gives no digest to check (multipart upload of an unknown "
+                        "part size); verified by its size, %d bytes", _url(bucket, key), etag, size)
         if not ok:
             _discard(part)
             part.touch()
