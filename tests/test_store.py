@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from motalign.io.atomic import atomic_path
-from motalign.io.store import ActivationStore, write_activations
+from motalign.io.store import ActivationStore, CorruptFileError, load_network, write_activations
 
 
 def test_round_trip_metadata_and_lazy_layers(tmp_path, rng):
@@ -64,3 +64,30 @@ def test_unreadable_store_names_the_file(tmp_path):
     bad.write_text("not a zip")
     with pytest.raises(ValueError, match="bad.npz: not a readable activation store"):
         ActivationStore(bad)
+
+
+def test_a_missing_store_is_named(tmp_path):
+    with pytest.raises(CorruptFileError, match="nope.npz: not a readable activation store: no such file"):
+        ActivationStore(tmp_path / "nope.npz")
+
+
+def test_checksums_are_verified_on_request_and_finiteness_always(tmp_path, rng):
+    path = tmp_path / "a.npz"
+    write_activations(path, {"l0": rng.standard_normal((4, 2)), "l1": rng.standard_normal((4, 3))},
+                      stimulus_ids=list("abcd"), metadata={"name": "net"})
+    with np.load(path) as data:
+        members = {k: data[k] for k in data.files}
+    members["layer_001"] = members["layer_001"] * 2  # finite, but not what was written
+    np.savez(path, **members)
+    with ActivationStore(path) as store:
+        np.testing.assert_array_equal(store.layer("l1"), members["layer_001"])  # no checksum asked for
+        with pytest.raises(CorruptFileError, match=r"a.npz: layer 'l1' \(network net\): checksum mismatch"):
+            store.verify()
+    np.testing.assert_array_equal(load_network(path, verify=False)[0][1], members["layer_001"])
+    with pytest.raises(CorruptFileError, match="checksum mismatch"):
+        load_network(path)  # verifies by default
+    members["layer_000"][1, 1] = np.inf
+    np.savez(path, **members)
+    with ActivationStore(path) as store, pytest.raises(CorruptFileError, match="'l0' .* 1 non-finite"):
+        store.layer(0, rows=[0])
+    assert issubclass(CorruptFileError, ValueError)

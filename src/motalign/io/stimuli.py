@@ -23,6 +23,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .readers import check_array, corrupt, load_npz, open_npz, reading
+
 #: the arrays of the encoded image representation
 ENCODED_IMAGE_KEYS = ("image_bytes", "image_offsets")
 
@@ -30,8 +32,11 @@ ENCODED_IMAGE_KEYS = ("image_bytes", "image_offsets")
 def read_stimuli(path) -> dict:
     """Load a stimuli file as a dict of arrays (``ids`` plus ``sentences``, ``images`` or
     ``image_bytes`` and ``image_offsets``)."""
-    with np.load(path, allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}
+    with reading(f"{path}: not a readable stimuli file"):
+        with open_npz(path) as data:
+            if "ids" not in data.files:
+                raise corrupt(path, f"stimuli file without ids (members: {sorted(data.files)})")
+            return {key: data[key] for key in data.files}
 
 
 def has_encoded_images(stimuli: dict) -> bool:
@@ -130,6 +135,24 @@ class EncodedImages(Sequence):
         return f"EncodedImages({len(self)} images, {self._data.size} bytes)"
 
 
-def read_split(path) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(path) as data:
-        return data["fit"], data["held_out"]
+def read_split(path, n_stimuli: int | None = None, stimuli: str = "the stimuli") -> tuple[np.ndarray, np.ndarray]:
+    """``(fit, held_out)`` row indices of a split file, checked: 1-D integer arrays of at
+    least 2 distinct indices each, disjoint, and (given ``n_stimuli``, the number of stimuli
+    of ``stimuli``, e.g. an activation file) in range.  Raises :class:`CorruptFileError`
+    naming the file."""
+    data = load_npz(path, "split file", ("fit", "held_out"))
+    for name in ("fit", "held_out"):
+        index = check_array(path, data[name], name, "split file", ndim=1, integer=True)
+        if np.unique(index).size != index.size or index.size < 2:
+            raise corrupt(path, f"split file: {name} holds {index.size} indices, "
+                                f"{np.unique(index).size} distinct (at least 2 distinct needed)")
+        if index.min() < 0:
+            raise corrupt(path, f"split file: {name} holds negative indices ({index.min()})")
+        if n_stimuli is not None and index.max() >= n_stimuli:
+            raise corrupt(path, f"split file: {name} indices reach {index.max()}, but {stimuli} has "
+                                f"{n_stimuli} stimuli; the split was made for other stimuli")
+    shared = np.intersect1d(data["fit"], data["held_out"])
+    if shared.size:
+        raise corrupt(path, f"split file: {shared.size} stimuli are both fit and held out "
+                            f"(e.g. {shared[:5].tolist()})")
+    return data["fit"], data["held_out"]

@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from .atomic import json_default, save_npz
+from .readers import RECOMPUTE, CorruptFileError, corrupt, n_nonfinite, open_npz, reading
+
+__all__ = ["ActivationStore", "CorruptFileError", "array_checksum", "check_layer_count",
+           "check_same_stimuli", "load_network", "write_activations"]
 
 FORMAT_VERSION = 1
 
@@ -85,17 +88,44 @@ def write_activations(
 
 
 class ActivationStore:
-    """Read access to a store file; ``layer(i)`` reads only that layer."""
+    """Read access to a store file; ``layer(i)`` reads only that layer.
+
+    Opening checks the metadata against the stimulus ids and members; every layer read is
+    checked for its recorded shape and finiteness (and, with ``verify=True``, its recorded
+    SHA-256 checksum).  A damaged file raises :class:`CorruptFileError` naming the file, the
+    network and the layer."""
 
     def __init__(self, path):
         self.path = Path(path)
-        try:
-            self._npz = np.load(self.path, allow_pickle=False)
-            self.metadata = json.loads(str(self._npz["__metadata__"]))
-            self.stimulus_ids = self._npz["stimulus_ids"].astype(str)
-        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
-            raise ValueError(f"{self.path}: not a readable activation store ({error})") from error
-        self.layer_names = tuple(self.metadata["layer_names"])
+        with reading(f"{self.path}: not a readable activation store"):
+            self._npz = open_npz(self.path)
+            try:
+                self.metadata = json.loads(str(self._npz["__metadata__"]))
+                if not isinstance(self.metadata, dict):
+                    raise ValueError(f"__metadata__ is a JSON {type(self.metadata).__name__}")
+                self.stimulus_ids = self._npz["stimulus_ids"].astype(str)
+                self.layer_names = tuple(str(n) for n in self.metadata["layer_names"])
+                self._check_metadata()
+            except BaseException:
+                self._npz.close()
+                raise
+
+    def _check_metadata(self) -> None:
+        meta, n = self.metadata, len(self.layer_names)
+        #: the network's name (model or subject) for messages
+        self.network = str(meta.get("name") or meta.get("subject") or self.path.stem)
+        problems = [f"metadata records {len(meta.get(key, []))} {key} for {n} layers"
+                    for key in ("widths", "checksums", "dtypes") if len(meta.get(key, [])) != n
+                    and (key in meta or key != "dtypes")]
+        if self.stimulus_ids.ndim != 1 or meta.get("n_stimuli", len(self.stimulus_ids)) != len(self.stimulus_ids):
+            problems.append(f"metadata records {meta.get('n_stimuli')} stimuli, stimulus_ids has shape "
+                            f"{self.stimulus_ids.shape}")
+        missing = [_member(i) for i in range(n) if _member(i) not in self._npz.files]
+        if missing:
+            problems.append(f"members {missing} are missing")
+        if problems or not n:
+            raise corrupt(self.path, f"activation store of network {self.network}: "
+                                     f"{'; '.join(problems) or 'no layers'}")
 
     def __enter__(self):
         return self
@@ -123,19 +153,33 @@ class ActivationStore:
             raise IndexError(f"{self.path}: layer index {key} out of range 0..{self.n_layers - 1}")
         return int(key)
 
+    def describe(self, index: int) -> str:
+        """``"<path>: layer '<name>' (network <network>)"``, for messages."""
+        return f"{self.path}: layer {self.layer_names[index]!r} (network {self.network})"
+
     def layer(self, key, rows=None, verify: bool = False) -> np.ndarray:
-        """One layer (by index or name), optionally only the stimuli ``rows``."""
+        """One layer (by index or name), optionally only the stimuli ``rows``; ``verify``:
+        also check it against its recorded SHA-256 checksum."""
         index = self._index(key)
-        array = self._npz[_member(index)]
+        where = self.describe(index)
+        with reading(f"{where} cannot be read"):
+            array = self._npz[_member(index)]
+        expected = (len(self.stimulus_ids), int(self.widths[index]))
+        dtype = self.metadata.get("dtypes", [str(array.dtype)] * self.n_layers)[index]
+        if array.shape != expected or str(array.dtype) != dtype:
+            raise CorruptFileError(f"{where} is {array.dtype} of shape {array.shape}, but the file "
+                                   f"records {dtype} of shape {expected}; {RECOMPUTE}")
+        bad = n_nonfinite(array)
+        if bad:
+            raise CorruptFileError(f"{where} has {bad} non-finite values; {RECOMPUTE}")
         if verify and array_checksum(array) != self.metadata["checksums"][index]:
-            raise ValueError(
-                f"{self.path}: checksum mismatch in layer {self.layer_names[index]!r}"
-            )
+            raise CorruptFileError(f"{where}: checksum mismatch (the layer differs from what was "
+                                   f"written); {RECOMPUTE}")
         return array if rows is None else array[rows]
 
-    def layers(self, rows=None) -> dict:
+    def layers(self, rows=None, verify: bool = False) -> dict:
         """All layers as ``{name: array}`` (in order)."""
-        return {name: self.layer(i, rows) for i, name in enumerate(self.layer_names)}
+        return {name: self.layer(i, rows, verify) for i, name in enumerate(self.layer_names)}
 
     def verify(self) -> None:
         """Check every layer against its recorded checksum."""
@@ -143,21 +187,26 @@ class ActivationStore:
             self.layer(i, verify=True)
 
 
-def load_network(path, rows=None, layers=None) -> tuple[list, tuple, np.ndarray]:
-    """Layers (all, or the indices ``layers``) of a store file, restricted to ``rows``.
-    Returns ``(arrays, layer names, stimulus ids)``."""
+def load_network(path, rows=None, layers=None, verify: bool = True) -> tuple[list, tuple, np.ndarray]:
+    """Layers (all, or the indices ``layers``) of a store file, restricted to ``rows``, each
+    checked (shape, finiteness and, with ``verify``, its recorded checksum: one SHA-256 pass,
+    about 1.5 GB/s, cheaper than reading the layer).  Returns ``(arrays, layer names,
+    stimulus ids)``."""
     with ActivationStore(path) as store:
         indices = range(store.n_layers) if layers is None else layers
-        arrays = [np.asarray(store.layer(i, rows)) for i in indices]
+        arrays = [np.asarray(store.layer(i, rows, verify=verify)) for i in indices]
         return arrays, store.layer_names, store.stimulus_ids
+
 
 def check_same_stimuli(x_path, y_path) -> None:
     with ActivationStore(x_path) as x, ActivationStore(y_path) as y:
         if x.stimulus_ids.shape != y.stimulus_ids.shape or np.any(x.stimulus_ids != y.stimulus_ids):
             raise ValueError(
-                f"{x_path} and {y_path} were not recorded on the same stimuli "
-                f"({len(x.stimulus_ids)} vs {len(y.stimulus_ids)} ids, or in another order)"
+                f"{x_path} (network {x.network}) and {y_path} (network {y.network}) were not "
+                f"recorded on the same stimuli ({len(x.stimulus_ids)} vs {len(y.stimulus_ids)} ids, "
+                "or in another order); recompute the one made from other stimuli"
             )
+
 
 def check_layer_count(path, expected: int, config_key: str) -> None:
     with ActivationStore(path) as store:

@@ -5,19 +5,34 @@ maps, counts) beside an ``.npz`` (matrices), written atomically."""
 from __future__ import annotations
 
 import csv
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 
 from .._validation import check_layers
 from ..couplings import COUPLINGS
 from ..io.atomic import atomic_path, save_npz, write_json
+from ..io.readers import check_array, corrupt, load_npz, read_json
 from ..io.stimuli import read_split
 from ..io.store import ActivationStore, check_same_stimuli, load_network
 from ..metrics import hierarchy_score
+from .devices import require_device
 from .shards import read_shards, shard_pairs, write_shard
+
+
+def _require_device(mot) -> None:
+    """Refuse a MOT job whose engine settings ask for a CUDA device that is not there."""
+    require_device((mot or {}).get("device", "auto"), "mot.device")
+
+
+def _split(split_path, x_path, y_path=None):
+    """The split's ``(fit, held_out)``, checked against the stimuli of the activation files
+    (both networks recorded on the same stimuli, the split's indices in range)."""
+    if y_path is not None:
+        check_same_stimuli(x_path, y_path)
+    with ActivationStore(x_path) as store:
+        n, network = len(store.stimulus_ids), store.network
+    return read_split(split_path, n, f"{x_path} (network {network})")
 
 
 def inner_shard(x_path, y_path, split_path, out, *, shard: int, shard_size: int, rotation: bool,
@@ -29,17 +44,17 @@ def inner_shard(x_path, y_path, split_path, out, *, shard: int, shard_size: int,
     load every layer of the shard but solve only its first ``max_pairs`` pairs."""
     from ..inner import align_pairs, engine_settings  # deferred: POT and scikit-learn
 
+    _require_device(mot)
     options, stopping = engine_settings(mot)
-    check_same_stimuli(x_path, y_path)
-    fit, _ = read_split(split_path)
+    fit, _ = _split(split_path, x_path, y_path)
     with ActivationStore(x_path) as xs, ActivationStore(y_path) as ys:
         pairs = shard_pairs(xs.n_layers, ys.n_layers, shard_size, shard)
         x_arrays = [None] * xs.n_layers
         y_arrays = [None] * ys.n_layers
         for l in sorted({l for l, _ in pairs}):
-            x_arrays[l] = np.asarray(xs.layer(l, fit))
+            x_arrays[l] = np.asarray(xs.layer(l, fit, verify=True))
         for m in sorted({m for _, m in pairs}):
-            y_arrays[m] = np.asarray(ys.layer(m, fit))
+            y_arrays[m] = np.asarray(ys.layer(m, fit, verify=True))
     if max_pairs is not None:
         pairs = pairs[:max_pairs]
     start = time.perf_counter()
@@ -68,10 +83,13 @@ def outer_alignment(x_path, y_path, split_path, shard_paths, out_npz, out_json, 
     written without rotation-defining plans)."""
     from ..mot import MOT  # deferred: POT and scikit-learn
 
-    fit, held = read_split(split_path)
+    _require_device(mot)
+    fit, held = _split(split_path, x_path, y_path)
     x_fit, x_names, _ = load_network(x_path, fit)
     y_fit, y_names, _ = load_network(y_path, fit)
-    cost, plans, histories, gap, rotation_plans = read_shards(shard_paths, len(x_fit), len(y_fit))
+    cost, plans, histories, gap, rotation_plans = read_shards(
+        shard_paths, len(x_fit), len(y_fit), widths=([a.shape[1] for a in x_fit], [a.shape[1] for a in y_fit]),
+        names=(x_names, y_names))
     fitted = MOT(rotation=rotation, random_state=seed, **(mot or {})).fit_from_inner(
         dict(zip(x_names, x_fit)), dict(zip(y_names, y_fit)), cost, plans,
         histories if rotation else None, rotation_plans if rotation else None,
@@ -108,10 +126,9 @@ def baseline(kind: str, pairs: list, split_path, out_json, *, seed: int, meta: d
     """
     from .. import baselines  # deferred: POT and scikit-learn
 
-    fit, held = read_split(split_path)
     rows = []
     for pair in pairs:
-        check_same_stimuli(pair["x_path"], pair["y_path"])
+        fit, held = _split(split_path, pair["x_path"], pair["y_path"])
         x_fit = load_network(pair["x_path"], fit)[0]
         y_fit = load_network(pair["y_path"], fit)[0]
         row = {"source": pair["source"], "target": pair["target"]}
@@ -145,10 +162,10 @@ def subsample_alignment(x_path, y_path, split_path, out_json, *, fraction: float
     refit MOT (or MOT+R) and score MOT and Pairwise Best on the held-out split."""
     from ..mot import MOT  # deferred: POT and scikit-learn
 
+    _require_device(mot)
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    check_same_stimuli(x_path, y_path)
-    fit, held = read_split(split_path)
+    fit, held = _split(split_path, x_path, y_path)
     rng = np.random.default_rng(seed)
     y_all = load_network(y_path)[0]
     keep = [np.sort(rng.choice(a.shape[1], max(1, int(round(fraction * a.shape[1]))), replace=False))
@@ -170,6 +187,8 @@ def three_level_block(x_paths: list, y_paths: list, out, *, rotation: bool = Fal
     checkpoints against every target checkpoint, on all stimuli."""
     from ..three_level import checkpoint_costs  # deferred: POT and scikit-learn
 
+    _require_device(mot)
+
     def network(path, label):
         arrays, names, _ = load_network(path)
         return check_layers(dict(zip(names, arrays)), f"{label} {path}")
@@ -189,9 +208,13 @@ def three_level_finish(block_paths: list, out_npz, out_json, *, source_revisions
 
     rows = []
     for path in block_paths:
-        with np.load(path) as block:
-            rows.append(block["cost"])
+        cost = load_npz(path, "three-level block", ["cost"])["cost"]
+        rows.append(check_array(path, cost, "cost", "three-level block", shape=(None, len(target_revisions))))
     cost = np.vstack(rows)
+    if len(cost) != len(source_revisions):
+        raise ValueError(f"the three-level blocks {[str(p) for p in block_paths]} hold {len(cost)} rows "
+                         f"(source checkpoints), but {len(source_revisions)} revisions are declared; "
+                         "delete the blocks to have them recomputed")
     three = ThreeLevelMOT().fit_from_costs(cost, source_revisions, target_revisions)
     save_npz(out_npz, cost=cost, coupling=three.checkpoint_coupling_,
              pairwise_best_map=three.pairwise_best_map_)
@@ -203,14 +226,17 @@ def three_level_finish(block_paths: list, out_npz, out_json, *, source_revisions
     write_json(out_json, result)
     return result
 
-def _write_rows(json_paths, out_csv, fields, row) -> int:
-    """Write one CSV row per (result file, coupling): ``row(result, coupling, score)``."""
+def _write_rows(json_paths, out_csv, fields, row, keys=("scores",)) -> int:
+    """Write one CSV row per (result file, coupling): ``row(result, coupling, score)``;
+    every result file must hold ``keys``."""
     n = 0
     with atomic_path(out_csv) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         for path in json_paths:
-            result = json.loads(Path(path).read_text())
+            result = read_json(path, "result file", keys)
+            if not isinstance(result["scores"], dict):
+                raise corrupt(path, "result file: 'scores' is not a mapping of coupling -> score")
             for coupling, score in result["scores"].items():
                 writer.writerow(row(result, coupling, score))
                 n += 1
@@ -223,7 +249,7 @@ def collect_scores(json_paths: list, out_csv) -> int:
     return _write_rows(json_paths, out_csv, fields, lambda result, coupling, score: {
         **{k: result.get(k) for k in fields[:5]}, "coupling": coupling, "score": score,
         "hierarchy": result["hierarchy"].get(coupling), "objective": result["objective"],
-    })
+    }, keys=("scores", "hierarchy", "objective"))
 
 def collect_subsampling(json_paths: list, out_csv) -> int:
     """One CSV row per (method, fraction, seed, coupling) of the subsampling results."""

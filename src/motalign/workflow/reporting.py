@@ -19,16 +19,15 @@ error bands over seeds; Figure 5 as checkpoint couplings.
 from __future__ import annotations
 
 import csv
-import json
 import textwrap
 from dataclasses import dataclass, field
 from importlib import resources
-from pathlib import Path
 
 import numpy as np
 import yaml
 
 from ..io.atomic import atomic_path
+from ..io.readers import check_array, corrupt, load_npz, read_csv, read_json
 
 #: table column -> (method, coupling) in the experiment's score file
 SCORE_COLUMNS = {
@@ -161,9 +160,22 @@ def table_experiments(table_id: str, config: dict) -> list:
     return [e for e in spec.experiments if e in experiments and (not needed or needed & set(experiments[e]["methods"]))]
 
 
-def _read_csv(path):
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+_NUMBERS = ("seed", "score", "hierarchy", "objective", "fraction")
+
+
+def _read_csv(path, columns=("method", "coupling", "seed", "score")):
+    """The rows of a score CSV, which must have ``columns`` and numbers where numbers go."""
+    rows = read_csv(path, "score table", columns)
+    for line, row in enumerate(rows, start=2):
+        for column in _NUMBERS:
+            value = row.get(column)
+            if value in (None, "", "None"):
+                continue
+            try:
+                float(value)
+            except ValueError:
+                raise corrupt(path, f"score table, line {line}: {column} = {value!r} is not a number") from None
+    return rows
 
 
 def _per_seed_values(table_id: str, config: dict, scores: dict, baselines: list) -> list:
@@ -175,7 +187,8 @@ def _per_seed_values(table_id: str, config: dict, scores: dict, baselines: list)
         wanted = {v: k for k, v in columns.items() if k in spec.columns}
         field_name = "score" if spec.kind == "scores" else "hierarchy"
         for experiment in table_experiments(table_id, config):
-            for row in _read_csv(scores[experiment]):
+            for row in _read_csv(scores[experiment], ("method", "coupling", "source", "target", "seed",
+                                                      field_name)):
                 column = wanted.get((row["method"], row["coupling"]))
                 if column and row[field_name] not in ("", "None"):
                     out.append((experiment, row["source"], row["target"], int(row["seed"]), column,
@@ -183,14 +196,14 @@ def _per_seed_values(table_id: str, config: dict, scores: dict, baselines: list)
         return out
     columns = dict(zip(spec.columns, spec.fields))
     for path in baselines:
-        result = json.loads(Path(path).read_text())
+        result = read_json(path, "baseline result", ("experiment", "seed", "pairs"))
         experiment, seed = result["experiment"], int(result["seed"])
         for pair in result["pairs"]:
             key = (experiment, pair["source"], pair["target"], seed)
             out += [(*key, column, pair[f]) for column, f in columns.items() if f != MOT_FIELD]
     mot_columns = [column for column, f in columns.items() if f == MOT_FIELD]
     for experiment in {row[0] for row in out}:
-        for row in _read_csv(scores[experiment]):
+        for row in _read_csv(scores[experiment], ("method", "coupling", "source", "target", "seed", "score")):
             if (row["method"], row["coupling"]) == SCORE_COLUMNS["MOT"]:
                 out += [(experiment, row["source"], row["target"], int(row["seed"]), column, float(row["score"]))
                         for column in mot_columns]
@@ -336,8 +349,9 @@ def mean_coupling(npz_paths: list, key: str) -> np.ndarray:
     """A coupling averaged over seeds (outer-OT ``.npz`` files)."""
     stack = []
     for path in npz_paths:
-        with np.load(path) as data:
-            stack.append(data[key])
+        shape = stack[0].shape if stack else (None, None)
+        stack.append(check_array(path, load_npz(path, "outer-OT result", [key])[key], key, "outer-OT result",
+                                 shape=shape))
     return np.mean(stack, axis=0)
 
 
@@ -346,7 +360,7 @@ def pair_panels(config, experiment, source, target, jsons_by_method: dict, npz_b
     """Panels for one pair: ``variants`` = [(title, method, coupling), ...]."""
     panels = []
     for title, method, coupling in variants:
-        layers = json.loads(Path(jsons_by_method[method][0]).read_text())
+        layers = read_json(jsons_by_method[method][0], "outer-OT result", ("source_layers", "target_layers"))
         panels.append(Panel(
             f"{title}", mean_coupling(npz_by_method[method], f"coupling_{coupling}"),
             layers["source_layers"], layers["target_layers"],
@@ -414,7 +428,7 @@ def plot_subsampling(csv_path, out_pdf, out_png, title: str = "") -> None:
     names = {("mot", "mot"): "MOT", ("mot", "pairwise_best"): "Pairwise Best",
              ("mot_r", "mot"): "MOT+R", ("mot_r", "pairwise_best"): "Pairwise Best+R"}
     series = {}
-    for row in _read_csv(csv_path):
+    for row in _read_csv(csv_path, ("method", "coupling", "fraction", "score")):
         key = names.get((row["method"], row["coupling"]))
         if key:
             series.setdefault(key, {}).setdefault(float(row["fraction"]), []).append(float(row["score"]))
@@ -436,9 +450,9 @@ def plot_subsampling(csv_path, out_pdf, out_png, title: str = "") -> None:
 
 
 def three_level_panels(npz_path, json_path, config) -> list:
-    with np.load(npz_path) as data:
-        coupling, pairwise = data["coupling"], data["pairwise_best_map"]
-    meta = json.loads(Path(json_path).read_text())
+    data = load_npz(npz_path, "three-level result", ["coupling", "pairwise_best_map"])
+    coupling, pairwise = (check_array(npz_path, data[k], k, "three-level result", ndim=2) for k in data)
+    meta = read_json(json_path, "three-level result", ("source_revisions", "target_revisions", "source", "target"))
     rows, cols = meta["source_revisions"], meta["target_revisions"]
     a, b = label(config, meta["source"]), label(config, meta["target"])
     return [Panel("Three-level MOT: checkpoint coupling R", coupling, rows, cols, a, b),
@@ -449,7 +463,7 @@ def baseline_panels(json_paths: list, config, key: str = "best_match_map") -> li
     """One panel per pair: the best-match map averaged over seeds."""
     maps = {}
     for path in json_paths:
-        result = json.loads(Path(path).read_text())
+        result = read_json(path, "baseline result", ("experiment", "pairs"))
         for pair in result["pairs"]:
             k = (result["experiment"], pair["source"], pair["target"])
             maps.setdefault(k, []).append(np.asarray(pair[key]))

@@ -21,6 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..io.atomic import save_npz
+from ..io.readers import check_array, corrupt, load_npz, reading
 
 
 class Shards(NamedTuple):
@@ -82,31 +83,78 @@ def write_shard(out, results) -> None:
     )
 
 
-def read_shards(paths, n_source: int, n_target: int) -> Shards:
+_SHARD = "inner-OT shard"
+_MEMBERS = ("pairs", "cost", "shapes", "plan_ptr", "plan_row", "plan_col", "plan_val", "history",
+            "history_ptr")
+_OPTIONAL = ("gap_bound", "rplan_ptr", "rplan_row", "rplan_col", "rplan_val")
+
+
+def _check_ptr(path, s, prefix: str, k: int, n_values: int) -> None:
+    ptr = check_array(path, s[f"{prefix}_ptr"], f"{prefix}_ptr", _SHARD, shape=(k + 1,), integer=True)
+    if ptr[0] != 0 or ptr[-1] != n_values or np.any(np.diff(ptr) < 0):
+        raise corrupt(path, f"{_SHARD}: {prefix}_ptr does not delimit its {n_values} entries")
+
+
+def _load_shard(path, n_source: int, n_target: int) -> dict:
+    """The members of one shard file, checked for shapes, ranges and finiteness."""
+    s = load_npz(path, _SHARD, _MEMBERS, _OPTIONAL)
+    pairs = check_array(path, s["pairs"], "pairs", _SHARD, shape=(None, 2), integer=True)
+    k = len(pairs)
+    check_array(path, s["cost"], "cost", _SHARD, shape=(k,))
+    check_array(path, s["shapes"], "shapes", _SHARD, shape=(k, 2), integer=True)
+    if "gap_bound" in s:
+        check_array(path, s["gap_bound"], "gap_bound", _SHARD, shape=(k,), finite=False)
+    prefixes = ["plan", "rplan"] if "rplan_ptr" in s else ["plan"]
+    for prefix in prefixes:
+        n = len(check_array(path, s[f"{prefix}_val"], f"{prefix}_val", _SHARD, ndim=1))
+        for member in ("row", "col"):
+            check_array(path, s[f"{prefix}_{member}"], f"{prefix}_{member}", _SHARD, shape=(n,), integer=True)
+        _check_ptr(path, s, prefix, k, n)
+    _check_ptr(path, s, "history", k,
+               len(check_array(path, s["history"], "history", _SHARD, ndim=1, finite=False)))
+    outside = [(int(l), int(m)) for l, m in pairs if not (0 <= l < n_source and 0 <= m < n_target)]
+    if outside:
+        raise corrupt(path, f"{_SHARD}: layer pairs {outside[:5]} are out of range for {n_source} x "
+                            f"{n_target} layers; the shard was computed for other networks")
+    return s
+
+
+def read_shards(paths, n_source: int, n_target: int, *, widths=None, names=None) -> Shards:
     """Assemble the inner level (:class:`Shards`: cost, plans, histories, gap bounds and
-    rotation-defining plans) from shard files; every pair exactly once."""
+    rotation-defining plans) from shard files; every pair exactly once.  Each file is
+    checked (readable, members of consistent shapes, finite costs and plans, layer pairs in
+    range and, given ``widths = (source widths, target widths)``, plans of the layers'
+    shapes); a damaged one raises :class:`~motalign.io.readers.CorruptFileError` naming it
+    and the layer pair (by name, given ``names = (source names, target names)``)."""
     cost = np.full((n_source, n_target), np.nan)
     gap = np.zeros((n_source, n_target))
     plans = [[None] * n_target for _ in range(n_source)]
     histories, rotation_plans = {}, {}
     for path in paths:
-        with np.load(path) as s:
-            has_rplans = "rplan_ptr" in s.files
-            for k, (l, m) in enumerate(s["pairs"]):
-                l, m = int(l), int(m)
-                if not np.isnan(cost[l, m]):
-                    raise ValueError(f"{path}: layer pair ({l}, {m}) appears in two shards")
-                shape = tuple(int(v) for v in s["shapes"][k])
+        s = _load_shard(path, n_source, n_target)
+        has_rplans = "rplan_ptr" in s
+        for k, (l, m) in enumerate(s["pairs"]):
+            l, m = int(l), int(m)
+            pair = f"layer pair ({l}, {m})" + (f" ({names[0][l]!r}, {names[1][m]!r})" if names else "")
+            if not np.isnan(cost[l, m]):
+                raise ValueError(f"{path}: {pair} appears in two shards")
+            shape = tuple(int(v) for v in s["shapes"][k])
+            if widths is not None and shape != (widths[0][l], widths[1][m]):
+                raise corrupt(path, f"{_SHARD}: the plan of {pair} has shape {shape}, but the layers "
+                                    f"have {widths[0][l]} and {widths[1][m]} units; the shard was "
+                                    "computed for other activations")
+            with reading(f"{path}: the plan of {pair} in this {_SHARD} is damaged"):
                 plans[l][m] = _coo_entry(s, "plan", k, shape)
-                cost[l, m] = s["cost"][k]
-                if "gap_bound" in s:
-                    gap[l, m] = s["gap_bound"][k]
-                h0, h1 = s["history_ptr"][k], s["history_ptr"][k + 1]
-                histories[l, m] = list(s["history"][h0:h1])
                 if has_rplans:
                     rplan = _coo_entry(s, "rplan", k, shape)
                     rotation_plans[l, m] = rplan if rplan.nnz else None
+            cost[l, m] = s["cost"][k]
+            if "gap_bound" in s:
+                gap[l, m] = s["gap_bound"][k]
+            h0, h1 = s["history_ptr"][k], s["history_ptr"][k + 1]
+            histories[l, m] = list(s["history"][h0:h1])
     missing = np.argwhere(np.isnan(cost))
     if missing.size:
-        raise ValueError(f"layer pairs {missing[:5].tolist()}... are in no shard")
+        raise ValueError(f"layer pairs {missing[:5].tolist()}... are in no shard (of "
+                         f"{[str(p) for p in paths]})")
     return Shards(cost, plans, histories, gap, rotation_plans)
