@@ -5,7 +5,10 @@
 
 import os
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
+
+from motalign.workflow.config_schema import validate_config
+from motalign.workflow.devices import check_local_devices
 
 min_version("8.0")
 # (POT's array backends are switched off by motalign.solvers.exact, before POT's import.)
@@ -19,9 +22,17 @@ if not workflow.overwrite_configfiles:
 
 
 
-# Types, required keys and every default (set_default: the schema is the only place that
-# defines defaults; sections left out are filled in with theirs).
-validate(config, "workflow/schemas/config.schema.yaml", set_default=True)
+# Before any job: types, required and unknown keys, repeated entries and every default (the
+# schema is the only place that defines defaults; sections left out are filled in with
+# theirs), then the cross-references and stimulus counts.  A problem stops the run with one
+# short ConfigError naming its key.
+validate_config(config, os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"))
+
+
+# A local run checks the configured CUDA devices on this machine before its first job
+# (cluster jobs check theirs when they start).
+onstart:
+    check_local_devices(config, workflow)
 
 
 include: "workflow/rules/paths.smk"

@@ -1,11 +1,13 @@
 """Cross-reference checks of a workflow configuration, run before any job, and the
 look-ups the rules share.
 
-The JSON schema (``workflow/schemas/config.schema.yaml``) checks types and required keys
-and fills in every default; this module checks what a schema cannot: that every
-experiment names defined data sets and networks, that brains are only paired on their NSD
-data set, that modalities match, and that three-level revisions exist.  Every error names
-the offending config key.
+The JSON schema (``workflow/schemas/config.schema.yaml``, applied by
+:func:`motalign.workflow.config_schema.validate_config`) checks types, required keys,
+unknown keys and repeated entries, and fills in every default; this module checks what a
+schema cannot: that every experiment names defined data sets and networks, that brains
+are only paired on their NSD data set, that modalities match (experiments, subsampling,
+three-level analysis), and that three-level revisions exist.  Every error names the
+offending config key.
 """
 
 from __future__ import annotations
@@ -13,6 +15,11 @@ from __future__ import annotations
 import math
 
 METHODS = {"mot": False, "mot_r": True}  # method name -> rotation
+
+#: fewest stimuli on either side of a train/held-out split
+#: (:func:`motalign.workflow.data_jobs.make_split`; checked before any job by
+#: :func:`motalign.workflow.config_schema.check_stimulus_counts`)
+MIN_SPLIT_SIDE = 2
 
 #: the keys of the config's ``mot`` section that are engine settings
 #: (:data:`motalign.inner.SETTINGS` but ``n_jobs``, which is each job's ``threads``); the
@@ -66,9 +73,9 @@ def check_config(config: dict) -> None:
     datasets = config["datasets"]
     models = config.get("models", {})
     brains = config.get("brains", {})
-    both = set(models) & set(brains)
+    both = sorted(set(models) & set(brains))
     if both:
-        raise ConfigError(f"names {sorted(both)} are used under both 'models' and 'brains'")
+        raise ConfigError(f"brains.{both[0]}: the name is also used under 'models'; a network needs a name of its own")
     for name, model in models.items():
         if model["source"] == "tiny":
             train = model.get("train")
@@ -128,6 +135,7 @@ def check_config(config: dict) -> None:
                 raise ConfigError(f"subsampling.{side}: unknown model {sub[side]!r}")
         if sub["dataset"] not in datasets:
             raise ConfigError(f"subsampling.dataset: unknown data set {sub['dataset']!r}")
+        _check_modality(config, "subsampling", sub)
     three = config.get("three_level")
     if three:
         for side in ("source", "target"):
@@ -145,3 +153,17 @@ def check_config(config: dict) -> None:
                     )
         if three["dataset"] not in datasets:
             raise ConfigError(f"three_level.dataset: unknown data set {three['dataset']!r}")
+        _check_modality(config, "three_level", three)
+
+
+def _check_modality(config: dict, section: str, spec: dict) -> None:
+    """The data set of an analysis (``subsampling``, ``three_level``) has the modality of
+    its source and target models."""
+    kind = _dataset_modality(config, spec["dataset"])
+    for side in ("source", "target"):
+        model = config["models"][spec[side]]
+        if model["modality"] != kind:
+            raise ConfigError(
+                f"{section}.dataset: the {kind} data set {spec['dataset']!r} does not suit {section}.{side}, "
+                f"the {model['modality']} model {spec[side]!r}"
+            )

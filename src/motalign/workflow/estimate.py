@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import METHODS, check_config
+from .config import METHODS
+from .config_schema import validate_config
 from .estimate_measure import run_measurement, synthetic_network, synthetic_shards, synthetic_split
 from .job_requests import MIN_MEM_MB, rule_need
 from .shards import shard_pairs
@@ -59,13 +60,10 @@ class PlannedJob:
 def load_config(configfile) -> dict:
     """The validated config (schema defaults filled in, cross-references checked)."""
     import yaml  # deferred: only the estimate reads YAML itself
-    from snakemake.utils import validate  # deferred: Snakemake, a workflow dependency
 
     with open(configfile) as handle:
         config = yaml.safe_load(handle)
-    validate(config, str(SCHEMA))
-    check_config(config)
-    return config
+    return validate_config(config, SCHEMA)
 
 
 _RULE = re.compile(r"^\s*(?:local)?rule (\w+):\s*$")

@@ -6,6 +6,7 @@ import logging
 
 from ..io.stimuli import has_encoded_images, read_stimuli, stimulus_payload
 from ..io.store import write_activations
+from .devices import require_device
 from .provenance import installed_versions
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,9 @@ def extract_activations(model: dict, model_path, stimuli_path, out, *, revision,
     metadata records where the weights came from (``weights``:
     :func:`motalign.models.extract.weights_provenance`) and the versions of the extraction
     packages (``software``); a hub revision that is not a commit is logged as a warning
-    that names the commit to pin."""
+    that names the commit to pin.  A CUDA ``device`` that this machine lacks stops the job
+    before anything is loaded, naming ``extraction.device``."""
+    require_device(device, "extraction.device")
     from ..models import extract  # deferred: torch and transformers
 
     stimuli = read_stimuli(stimuli_path)
