@@ -9,6 +9,7 @@ rule inner_ot:
     output:
         INNER_SHARD_NPZ,
     params:
+        code=script_code("inner_ot.py"),
         rotation=lambda wc: METHODS[wc.method],
         shard_size=config["shard_size"],
         layers=lambda wc: (n_layers(config, wc.source), n_layers(config, wc.target)),
@@ -37,6 +38,7 @@ rule outer_ot:
         json=OUTER_JSON,
         npz=OUTER_NPZ,
     params:
+        code=script_code("outer_ot.py"),
         rotation=lambda wc: METHODS[wc.method],
         meta=lambda wc: {"experiment": wc.experiment, "method": wc.method, "source": wc.source, "target": wc.target},
         mot=MOT_SETTINGS,
@@ -58,6 +60,8 @@ rule collect_scores:
         lambda wc: [outer_json(wc.experiment, *job) for job in experiment_jobs(wc.experiment)],
     output:
         SCORES_CSV,
+    params:
+        code=script_code("collect_scores.py"),
     log:
         job_log("collect_scores", EXPERIMENT_KEY),
     wildcard_constraints:

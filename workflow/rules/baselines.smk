@@ -9,6 +9,7 @@ rule baseline:
     output:
         BASELINE_JSON,
     params:
+        code=script_code("baseline.py"),
         pairs=baseline_pairs,
         meta=lambda wc: {"experiment": wc.experiment},
     log:

@@ -1,6 +1,6 @@
-# Config look-ups and target lists shared by every rule file.  The config has been
-# validated against workflow/schemas/config.schema.yaml, which filled in every default;
-# the output layouts are those of paths.smk.
+# Config look-ups and target lists shared by every rule file.  The Snakefile has validated
+# the config (motalign.workflow.config_schema.validate_config: the schema's types and
+# defaults, then the cross-references); the output layouts are those of paths.smk.
 
 import re
 
@@ -8,14 +8,11 @@ from motalign.models.pretrained import package_key, package_specs
 from motalign.workflow import job_requests
 from motalign.workflow.config import (
     METHODS,
-    check_config,
     mot_settings,
     n_layers,
     n_shards,
     network_kind,
 )
-
-check_config(config)
 
 
 def rule_resources(rule):
@@ -24,11 +21,24 @@ def rule_resources(rule):
     return job_requests.resources(config, rule)
 
 
+def script_code(name):
+    """The SHA-256 of workflow/scripts/<name>, the `code` param of the rules that run it.
+    An edited script changes the param, and the params trigger re-runs those jobs.  This
+    replaces Snakemake's code trigger for scripts, which compares the script's mtime and so
+    fired for every job of results moved to a fresh clone (profiles/default/config.yaml)."""
+    import hashlib  # deferred: used by this helper only
+
+    with open(os.path.join(workflow.basedir, "workflow", "scripts", name), "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
+
+
 # Relative data paths that do not exist in the working directory are taken relative to the
-# repository, so that `snakemake -d elsewhere` finds the shipped sentence file.
+# repository, so that `snakemake -d elsewhere` finds the shipped sentence file.  They stay
+# relative (to the working directory): an absolute path of the checkout in a job's params or
+# inputs would re-run the job, and everything after it, from any other checkout.
 for _dataset in config["datasets"].values():
     if "path" in _dataset and not os.path.isabs(_dataset["path"]) and not os.path.exists(_dataset["path"]):
-        _dataset["path"] = os.path.join(workflow.basedir, _dataset["path"])
+        _dataset["path"] = os.path.relpath(os.path.join(workflow.basedir, _dataset["path"]))
 
 # --- the MOT jobs (inner_ot, outer_ot, subsample, three_level_block)
 MOT = config["mot"]

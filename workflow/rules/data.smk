@@ -7,9 +7,10 @@ rule prepare_stimuli:
     output:
         STIMULI_NPZ,
     params:
+        code=script_code("prepare_stimuli.py"),
         dataset=lambda wc: config["datasets"][wc.dataset],
         nsd_root=lambda wc: nsd_root() if "nsd" in config else None,
-        cache_dir=DOWNLOADS_DIR,
+        cache_dir=None,  # huggingface_hub's cache (HF_HUB_CACHE), shared with transformers
     log:
         job_log("prepare_stimuli", DATASET_KEY),
     benchmark:
@@ -27,6 +28,7 @@ rule simulate_nsd:
     output:
         directory(NSD_SIMULATED_DIR),
     params:
+        code=script_code("simulate_nsd.py"),
         subjects=nsd_subjects(),
         simulation=lambda wc: config["nsd"]["simulation"],
     log:
@@ -49,6 +51,7 @@ rule brain_responses:
     output:
         BRAIN_NPZ,
     params:
+        code=script_code("brain_responses.py"),
         subject=lambda wc: config["brains"][wc.brain]["subject"],
         regions=lambda wc: config["nsd"]["regions"],
         sessions=lambda wc: config["nsd"].get("sessions"),
@@ -69,6 +72,7 @@ rule download_nsd:
     output:
         directory(NSD_MIRROR_DIR),
     params:
+        code=script_code("download_nsd.py"),
         subjects=nsd_subjects(),
         sessions=lambda wc: config["nsd"].get("sessions"),
     log:
@@ -89,6 +93,8 @@ rule nsd_voxel_counts:
         unpack(lambda wc: {brain: network_path(wc.dataset, brain) for brain in config["brains"]}),
     output:
         VOXEL_COUNTS_CSV,
+    params:
+        code=script_code("nsd_voxel_counts.py"),
     log:
         job_log("nsd_voxel_counts", DATASET_KEY),
     localrule: True

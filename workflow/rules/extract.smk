@@ -7,6 +7,7 @@ rule extract_activations:
     output:
         ACTIVATIONS_NPZ,
     params:
+        code=script_code("extract_activations.py"),
         model=lambda wc: config["models"][wc.model],
         location=lambda wc: model_location(wc.model),
         revision=lambda wc: config["models"][wc.model].get("revision"),
@@ -29,6 +30,7 @@ use rule extract_activations as extract_revision with:
     output:
         REVISION_ACTIVATIONS_NPZ,
     params:
+        code=script_code("extract_activations.py"),
         model=lambda wc: config["models"][wc.model],
         location=lambda wc: model_location(wc.model),
         revision=lambda wc: wc.revision,

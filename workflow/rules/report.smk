@@ -11,6 +11,7 @@ rule table:
         md=TABLE_MD,
         tex=TABLE_TEX,
     params:
+        code=script_code("table.py"),
         caption=lambda wc: TABLES[wc.table_id].caption,
         scores=table_scores,
     log:
@@ -30,6 +31,7 @@ rule table_vs_paper:
     output:
         TABLE_VS_PAPER_MD,
     params:
+        code=script_code("table_vs_paper.py"),
         scores=table_scores,
     log:
         job_log("table_vs_paper", TABLE_KEY),
@@ -49,6 +51,7 @@ rule figure:
         pdf=FIGURE_PDF,
         png=report(FIGURE_PNG, caption="../report/figure.rst", category="Figures", labels={"figure": "{figure_id}"}),
     params:
+        code=script_code("figure.py"),
         caption=lambda wc: FIGURES[wc.figure_id].caption,
         inputs=figure_input_map,
     log:
@@ -92,7 +95,9 @@ rule provenance:
     output:
         report(PROVENANCE_JSON, caption="../report/provenance.rst", category="Provenance"),
     params:
-        repository=workflow.basedir,
+        code=script_code("provenance.py"),
+        # relative, like every path in params (an absolute one differs in every checkout)
+        repository=os.path.relpath(workflow.basedir),
     log:
         job_log("provenance"),
     localrule: True

@@ -7,6 +7,7 @@ rule make_split:
     output:
         SPLIT_NPZ,
     params:
+        code=script_code("make_split.py"),
         fit_fraction=config["fit_fraction"],
     log:
         job_log("make_split", SPLIT_KEY),

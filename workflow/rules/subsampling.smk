@@ -9,6 +9,7 @@ rule subsample:
     output:
         SUBSAMPLING_JSON,
     params:
+        code=script_code("subsample.py"),
         rotation=lambda wc: METHODS[wc.method],
         meta=lambda wc: {"method": wc.method, "source": SUBSAMPLING["source"], "target": SUBSAMPLING["target"]},
         mot=MOT_SETTINGS,
@@ -31,6 +32,8 @@ rule collect_subsampling:
         subsampling_jsons(),
     output:
         SUBSAMPLING_CSV,
+    params:
+        code=script_code("collect_subsampling.py"),
     log:
         job_log("collect_subsampling"),
     localrule: True

@@ -13,6 +13,7 @@ rule three_level_block:
     benchmark:
         job_benchmark("three_level_block", THREE_LEVEL_BLOCK_KEY)
     params:
+        code=script_code("three_level_block.py"),
         mot=MOT_SETTINGS,
     threads: MOT_THREADS
     resources:
@@ -31,6 +32,7 @@ rule three_level:
         json=THREE_LEVEL_JSON,
         npz=THREE_LEVEL_NPZ,
     params:
+        code=script_code("three_level.py"),
         revisions=lambda wc: THREE_LEVEL["revisions"],
         meta=lambda wc: {"source": wc.source, "target": wc.target},
     log:

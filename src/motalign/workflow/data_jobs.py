@@ -14,18 +14,23 @@ from ..datasets.nsd.images import fetch_shared_stimuli, nsd_stimulus_id
 from ..datasets.nsd.layout import REGIONS
 from ..datasets.nsd.responses import subject_responses
 from ..datasets.nsd.s3 import s3_client
-from ..io.atomic import atomic_path, save_npz
+from ..io.atomic import atomic_dir, atomic_path, save_npz
 from ..io.stimuli import read_stimuli
 from ..io.store import ActivationStore, write_activations
+from .config import MIN_SPLIT_SIDE
 
 
 def simulate_nsd(out_root, *, subjects, n_images, n_shared, n_specific, n_sessions, volume_shape,
                  seed) -> dict:
     """A miniature NSD in the real file layout, its images drawn from scikit-learn's digits."""
     images = digit_images(n_images=n_images, image_size=32, seed=seed)["images"]
-    return simulate.simulate_nsd(out_root, images, subjects=tuple(subjects), n_shared=n_shared,
-                                 n_specific=n_specific,
-                                 n_sessions=n_sessions, volume_shape=tuple(volume_shape), seed=seed)
+    # written into a temporary folder renamed onto out_root at the end: an interrupted job
+    # leaves no half-written NSD behind
+    with atomic_dir(out_root) as tmp:
+        info = simulate.simulate_nsd(tmp, images, subjects=tuple(subjects), n_shared=n_shared,
+                                     n_specific=n_specific, n_sessions=n_sessions,
+                                     volume_shape=tuple(volume_shape), seed=seed)
+    return {**info, "root": str(out_root)}
 
 def brain_responses(nsd_root, subject, stimuli_path, out, *, regions, sessions=None) -> dict:
     """One subject's region responses to a data set's NSD images (z-scored per session,
@@ -51,9 +56,9 @@ def make_split(stimuli_path, out, *, seed: int, fit_fraction: float) -> dict:
     n = len(read_stimuli(stimuli_path)["ids"])
     order = np.random.default_rng(seed).permutation(n)
     n_fit = int(round(fit_fraction * n))
-    if not 2 <= n_fit <= n - 2:
+    if not MIN_SPLIT_SIDE <= n_fit <= n - MIN_SPLIT_SIDE:
         raise ValueError(f"{stimuli_path}: {n} stimuli cannot be split {fit_fraction:.0%} / rest "
-                         "with at least 2 on each side")
+                         f"with at least {MIN_SPLIT_SIDE} on each side")
     save_npz(out, fit=np.sort(order[:n_fit]), held_out=np.sort(order[n_fit:]), seed=np.array(seed))
     return {"n_fit": n_fit, "n_held_out": n - n_fit}
 
