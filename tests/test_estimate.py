@@ -191,3 +191,26 @@ def test_paper_shapes_one_inner_shard_and_one_outer_job_within_their_requests(pa
         assert np.all(shard["plan_ptr"][1:] - shard["plan_ptr"][:-1] <= 3072 + 2048)
     outer = yaml.safe_load((tmp_path / "outer.json").read_text())
     assert set(outer["scores"]) == set(COUPLINGS)
+
+
+def test_resource_callables_share_one_need_and_see_a_file_appear(paper, tmp_path, monkeypatch):
+    """``resources()``: mem_mb and runtime of one job come from one need, and the request
+    follows the input file once it exists (planning -> run time)."""
+    from types import SimpleNamespace
+
+    import motalign.workflow.job_requests as jr
+
+    calls = []
+    original = jr.request
+    monkeypatch.setattr(jr, "request", lambda *a: calls.append(a) or original(*a))
+    callables = jr.resources(paper, "inner_ot")
+    wildcards = {"experiment": "llm", "source": "llama_3b", "target": "qwen_3b", "method": "mot", "shard": "0"}
+    x, y = tmp_path / "x.npz", tmp_path / "y.npz"
+    inputs = SimpleNamespace(x=str(x), y=str(y))
+    planned = original(paper, "inner_ot", wildcards, 8, {"x": str(x), "y": str(y)})
+    assert callables["mem_mb"](wildcards, inputs, 8, 1) == planned["mem_mb"]
+    assert callables["runtime"](wildcards, inputs, 8, 1) == planned["runtime"]
+    assert len(calls) == 1
+    write_activations(x, {"a": np.zeros((5, 3))}, stimulus_ids=list("vwxyz"))
+    assert callables["mem_mb"](wildcards, inputs, 8, 2) < 2 * planned["mem_mb"]  # 1 x 3 units, not 28 x 3,072
+    assert len(calls) == 2

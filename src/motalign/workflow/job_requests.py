@@ -10,6 +10,8 @@ and :data:`MIN_MEM_MB` MB (a cluster does not grant less usefully).
 
 from __future__ import annotations
 
+import os
+
 from .config import METHODS, n_layers
 from .shards import shard_pairs
 from .sizes import (
@@ -170,13 +172,22 @@ def resources(config: dict, rule: str) -> dict:
     """The ``mem_mb`` and ``runtime`` callables of a rule, for its ``resources:``.  A retry
     (``attempt`` 2, 3, ... with ``--retries``) asks for that multiple of the memory."""
 
-    def _paths(input):
-        return {k: str(getattr(input, k)) for k in ("x", "y") if hasattr(input, k)}
+    last = {}  # Snakemake asks for mem_mb, then runtime, of the same job: one need for both
+
+    def _request(wildcards, input, threads):
+        paths = {k: str(getattr(input, k)) for k in ("x", "y") if hasattr(input, k)}
+        # a file's appearance (planning -> run time) or replacement changes the key
+        stamps = tuple((k, p, os.stat(p).st_mtime_ns if os.path.exists(p) else None) for k, p in paths.items())
+        key = (tuple(sorted(dict(wildcards.items()).items())), threads, stamps)
+        if key not in last:
+            last.clear()
+            last[key] = request(config, rule, wildcards, threads, paths)
+        return last[key]
 
     def mem_mb(wildcards, input, threads, attempt):
-        return request(config, rule, wildcards, threads, _paths(input))["mem_mb"] * attempt
+        return _request(wildcards, input, threads)["mem_mb"] * attempt
 
     def runtime(wildcards, input, threads, attempt):
-        return request(config, rule, wildcards, threads, _paths(input))["runtime"] * attempt
+        return _request(wildcards, input, threads)["runtime"] * attempt
 
     return {"mem_mb": mem_mb, "runtime": runtime}
