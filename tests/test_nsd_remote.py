@@ -743,3 +743,25 @@ def test_pipeline_mirror_then_stimuli_then_brain_responses(remote, tmp_path, mon
     with ActivationStore(out) as store:
         assert store.layer_names == ("V1", "V4", "Dorsal")
         assert list(store.stimulus_ids) == [nsd_stimulus_id(i) for i in ids]
+
+
+def test_the_workflow_job_mirrors_into_a_cache_that_outlives_its_output(remote, tmp_path):
+    """download_nsd (the workflow's job): the files are fetched into a cache that is not a
+    Snakemake output, then hard-linked into the output folder; an output folder deleted by
+    Snakemake (a failed or forced job) is rebuilt from the cache without fetching again."""
+    from motalign.workflow import data_jobs
+
+    out, cache = tmp_path / "results" / "data" / "nsd", tmp_path / "results" / "downloads" / "nsd"
+    client = anon(remote["endpoint"])
+    first = data_jobs.download_nsd(out, cache_root=cache, subjects=["A"], client=client, bucket=BUCKET)
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(cache).as_posix() for p in cache.rglob("*") if p.is_file())
+    assert first["linked"] == len(files) and EXPDESIGN_PATH in files
+    assert all((out / f).stat().st_ino == (cache / f).stat().st_ino for f in files)  # no copies
+    shutil.rmtree(out)
+    seen = record_requests(client)
+    again = data_jobs.download_nsd(out, cache_root=cache, subjects=["A"], client=client, bucket=BUCKET)
+    assert again["linked"] == len(files)
+    assert seen == []  # nothing fetched again
+    ids, responses, _ = subject_responses(out, "A", regions=("V1",))
+    assert responses["V1"].shape[0] == len(ids) > 0

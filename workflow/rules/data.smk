@@ -73,6 +73,7 @@ rule download_nsd:
         directory(NSD_MIRROR_DIR),
     params:
         code=script_code("download_nsd.py"),
+        cache=NSD_DOWNLOAD_CACHE,
         subjects=nsd_subjects(),
         sessions=lambda wc: config["nsd"].get("sessions"),
     log:

@@ -54,6 +54,8 @@ PACKAGE_WHEEL = os.path.join(config.get("package_wheels") or results_path("packa
 #: the simulated NSD (nsd.source: simulated) and the mirror of the public one (s3)
 NSD_SIMULATED_DIR = results_path("data", "nsd_sim")
 NSD_MIRROR_DIR = results_path("data", "nsd")
+#: the NSD files being fetched (not an output: kept when a download job fails, to resume)
+NSD_DOWNLOAD_CACHE = results_path("downloads", "nsd")
 #: voxels per region and subject of an NSD data set
 VOXEL_COUNTS_CSV = results_path("data", f"{DATASET_KEY}_voxel_counts.csv")
 

@@ -5,6 +5,9 @@ is written atomically."""
 from __future__ import annotations
 
 import csv
+import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 
@@ -62,15 +65,40 @@ def make_split(stimuli_path, out, *, seed: int, fit_fraction: float) -> dict:
     save_npz(out, fit=np.sort(order[:n_fit]), held_out=np.sort(order[n_fit:]), seed=np.array(seed))
     return {"n_fit": n_fit, "n_held_out": n - n_fit}
 
-def download_nsd(out_root, *, subjects, sessions=None) -> dict:
+def download_nsd(out_root, *, cache_root, subjects, sessions=None, client=None, bucket=None) -> dict:
     """Mirror what the paper needs from the public NSD bucket (anonymous access): the
     experimental design, the ROI volumes and every session's betas of ``subjects``, and
-    only the shared images of ``nsd_stimuli.hdf5``, read with ranged requests."""
-    client = s3_client()
-    summary = mirror.download_nsd(out_root, subjects=subjects, sessions=sessions, client=client)
-    shared = fetch_shared_stimuli(out_root, client=client, block_size=256 * 1024)
-    return {"files": summary["files"], "bytes": summary["bytes"],
-            "shared_images": shared["n_images"], "stimuli_bytes_fetched": shared["bytes_fetched"]}
+    only the shared images of ``nsd_stimuli.hdf5``, read with ranged requests.
+
+    The files are mirrored into ``cache_root``, which no rule declares as an output, so
+    that Snakemake, which deletes a failed job's output folder, never discards tens of GB
+    already fetched: a re-run resumes there (manifest, per-file resume).  Once complete,
+    ``out_root`` is made from hard links to the cache (moves where the file system has no
+    hard links), atomically."""
+    client = client or s3_client()
+    where = {} if bucket is None else {"bucket": bucket}
+    summary = mirror.download_nsd(cache_root, subjects=subjects, sessions=sessions, client=client, **where)
+    shared = fetch_shared_stimuli(cache_root, client=client, block_size=256 * 1024, **where)
+    with atomic_dir(out_root) as tmp:
+        linked = _link_tree(Path(cache_root), tmp)
+    return {"files": summary["files"], "bytes": summary["bytes"], "cache": str(cache_root),
+            "linked": linked, "shared_images": shared["n_images"],
+            "stimuli_bytes_fetched": shared["bytes_fetched"]}
+
+
+def _link_tree(source: Path, dest: Path) -> int:
+    """Hard-link every finished file under ``source`` into ``dest`` (``.part`` files left
+    out), moving instead where hard links are impossible; the number of files."""
+    count = 0
+    for path in sorted(p for p in source.rglob("*") if p.is_file() and not p.name.endswith(".part")):
+        target = dest / path.relative_to(source)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, target)
+        except OSError:  # no hard links here (another file system, FAT, some network mounts)
+            shutil.move(path, target)
+        count += 1
+    return count
 
 def nsd_voxel_counts(brain_paths: dict, out_csv) -> int:
     """Voxels per region and subject (``{brain name: response file}``), as a CSV: the
