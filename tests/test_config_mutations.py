@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from motalign.models.pretrained import package_specs
 from motalign.workflow import job_requests
-from motalign.workflow.config import ConfigError, n_shards, network_kind
+from motalign.workflow.config import ConfigError, inline_inner, n_shards, network_kind
 from motalign.workflow.config_schema import validate_config
 from motalign.workflow.reporting import figure_specs, table_ids
 
@@ -57,7 +57,8 @@ def planned_jobs(config):
                     wc = dict(experiment=experiment, method=method, source=source, target=target, seed=seed)
                     jobs += [("inner_ot", {**wc, "shard": k}, mot_threads)
                              for k in range(n_shards(config, source, target))]
-                    jobs.append(("outer_ot", wc, 1))
+                    inline = inline_inner(config, source, target)
+                    jobs.append(("outer_ot", wc, mot_threads if inline else 1))
         networks |= {(dataset, n) for pair in spec["pairs"] for n in pair}
     for kind, experiments in config["baselines"].items():
         jobs += [("baseline", dict(kind=kind, experiment=e, seed=s), 1)

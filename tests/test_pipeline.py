@@ -82,6 +82,35 @@ def test_sharded_inner_ot_equals_one_fit(tmp_path, rng, n_jobs):
         read_shards(shards[:2], 3, 2)
 
 
+@pytest.mark.parametrize("rotation", [False, True])
+def test_outer_job_without_shards_runs_the_inner_level_itself(tmp_path, rng, rotation):
+    """An outer-OT job given no shards (config inline_single_shard, a pair with one shard)
+    writes what the inner-OT shard and the outer job write together."""
+    ids = [f"s{i}" for i in range(80)]
+    base = rng.standard_normal((80, 6))
+    x = {f"x{i}": base @ rng.standard_normal((6, w)) + 0.3 * rng.standard_normal((80, w))
+         for i, w in enumerate([5, 8, 6])}
+    y = {f"y{i}": base @ rng.standard_normal((6, w)) + 0.3 * rng.standard_normal((80, w))
+         for i, w in enumerate([7, 5])}
+    write_activations(tmp_path / "x.npz", x, stimulus_ids=ids)
+    write_activations(tmp_path / "y.npz", y, stimulus_ids=ids)
+    np.savez(tmp_path / "stim.npz", ids=np.array(ids))
+    make_split(tmp_path / "stim.npz", tmp_path / "split.npz", seed=1, fit_fraction=0.75)
+    args = (tmp_path / "x.npz", tmp_path / "y.npz", tmp_path / "split.npz")
+    inner_shard(*args, tmp_path / "shard0.npz", shard=0, shard_size=6, rotation=rotation)
+    sharded = outer_alignment(*args, [tmp_path / "shard0.npz"], tmp_path / "a.npz", tmp_path / "a.json",
+                              rotation=rotation, seed=2)
+    inline = outer_alignment(*args, [], tmp_path / "b.npz", tmp_path / "b.json", rotation=rotation, seed=2)
+    assert inline["objective"] == pytest.approx(sharded["objective"], abs=1e-12)
+    for name, value in sharded["scores"].items():
+        assert inline["scores"][name] == pytest.approx(value, abs=1e-10)
+    assert inline["hierarchy"] == pytest.approx(sharded["hierarchy"], abs=1e-12)
+    with np.load(tmp_path / "a.npz") as a, np.load(tmp_path / "b.npz") as b:
+        assert sorted(a.files) == sorted(b.files)
+        for key in a.files:
+            np.testing.assert_allclose(b[key], a[key], atol=1e-12, err_msg=key)
+
+
 def test_sinkhorn_shards_record_their_certified_gap(tmp_path, rng):
     ids = [f"s{i}" for i in range(80)]
     base = rng.standard_normal((80, 12))

@@ -167,6 +167,22 @@ def test_paper_dag_plans_offline(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_default_dag_aligns_small_pairs_in_one_job_over_several_seeds(tmp_path):
+    """The embedded default: every experiment over at least two splits (so that every table
+    has a standard deviation), and each pair's inner level inside its outer-OT job (its
+    layer pairs fit in one shard), so no inner_ot job is planned."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    seeds = {name: spec.get("seeds", config["seeds"]) for name, spec in config["experiments"].items()}
+    assert all(len(s) >= 2 for s in seeds.values()), seeds
+    jobs = planned_jobs(tmp_path, configfile=ROOT / "config" / "config.yaml")
+    assert "inner_ot" not in jobs
+    assert jobs["outer_ot"] == sum(
+        len(spec["methods"]) * len(spec["pairs"]) * len(seeds[name]) for name, spec in config["experiments"].items()
+    )
+
+
 def test_bad_config_fails_before_any_job(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(TEST_CONFIG.read_text().replace("pairs: [[qwen_s, llama_s]]", "pairs: [[qwen_s, nobody]]")

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.base import BaseEstimator
-from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted
 
+from ._estimator import BaseEstimator, check_is_fitted, check_random_state
 from ._validation import Layers, check_layers, check_like_fit, check_paired
 from .couplings import COUPLINGS, check_coupling_name, layer_couplings
 from .inner import InnerAlignment, alternation, engine_options, inner_alignment

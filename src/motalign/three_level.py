@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from sklearn.base import BaseEstimator
 
+from ._estimator import BaseEstimator
 from ._validation import check_layers, check_paired
 from .couplings import one_hot_rows
 from .inner import alternation, engine_options, inner_alignment

@@ -41,14 +41,17 @@ rule outer_ot:
         code=script_code("outer_ot.py"),
         rotation=lambda wc: METHODS[wc.method],
         meta=lambda wc: {"experiment": wc.experiment, "method": wc.method, "source": wc.source, "target": wc.target},
+        layers=lambda wc: (n_layers(config, wc.source), n_layers(config, wc.target)),
         mot=MOT_SETTINGS,
     log:
         job_log("outer_ot", OUTER_KEY),
     benchmark:
         job_benchmark("outer_ot", OUTER_KEY)
-    threads: 1
+    # a pair without shards (config inline_single_shard) runs its inner level here too
+    threads: lambda wc: MOT_THREADS if inline_inner(config, wc.source, wc.target) else 1
     resources:
         **rule_resources("outer_ot"),
+        **OUTER_MOT_RESOURCES,
     conda:
         MOT_ENV
     script:

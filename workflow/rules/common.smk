@@ -8,6 +8,7 @@ from motalign.models.pretrained import package_key, package_specs
 from motalign.workflow import job_requests
 from motalign.workflow.config import (
     METHODS,
+    inline_inner,
     mot_settings,
     n_layers,
     n_shards,
@@ -47,6 +48,12 @@ MOT = config["mot"]
 MOT_SETTINGS = mot_settings(config)
 MOT_THREADS = MOT["threads"]
 MOT_RESOURCES = dict(gpu=MOT["gpus"]) if MOT["gpus"] else {}
+#: an outer-OT job that runs its pair's inner level (inline_inner) asks for the MOT GPUs too
+OUTER_MOT_RESOURCES = (
+    dict(gpu=lambda wc: MOT["gpus"] if inline_inner(config, wc.source, wc.target) else 0)
+    if MOT["gpus"]
+    else {}
+)
 # GPU or Sinkhorn MOT jobs need PyTorch: they use the torch environment.
 MOT_ENV = (
     "../../envs/torch.yaml"

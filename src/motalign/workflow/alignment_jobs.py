@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 
+from .._pot import import_pot
 from .._validation import check_layers
 from ..couplings import COUPLINGS
 from ..io.atomic import atomic_path, save_npz, write_json
@@ -42,7 +43,8 @@ def inner_shard(x_path, y_path, split_path, out, *, shard: int, shard_size: int,
     plans, MOT+R histories and (Sinkhorn) gap bounds.  ``mot``: the engine settings
     (:func:`motalign.inner.engine_settings`).  ``max_pairs`` (``motalign estimate`` only):
     load every layer of the shard but solve only its first ``max_pairs`` pairs."""
-    from ..inner import align_pairs, engine_settings  # deferred: POT and scikit-learn
+    import_pot(lean=True)  # this process only solves OT (motalign._pot)
+    from ..inner import align_pairs, engine_settings  # deferred: POT
 
     _require_device(mot)
     options, stopping = engine_settings(mot)
@@ -80,20 +82,31 @@ def outer_alignment(x_path, y_path, split_path, shard_paths, out_npz, out_json, 
     MOT+R rotations of the pairs the couplings use are rebuilt from the shards'
     rotation-defining plans (one Procrustes step each).  ``mot``: the engine settings
     (:data:`motalign.inner.SETTINGS`), used where MOT+R rotations are recomputed (shards
-    written without rotation-defining plans)."""
-    from ..mot import MOT  # deferred: POT and scikit-learn
+    written without rotation-defining plans).
+
+    With no ``shard_paths`` the job runs the inner level itself, by the same engine and on
+    the same fit stimuli as an inner-OT job (:func:`motalign.mot.MOT.fit`): the workflow
+    does so for a pair whose layer pairs fit in one shard
+    (:func:`motalign.workflow.config.inline_inner`), and the result is the same."""
+    import_pot(lean=True)  # this process only solves OT (motalign._pot)
+    from ..mot import MOT  # deferred: POT
 
     _require_device(mot)
     fit, held = _split(split_path, x_path, y_path)
     x_fit, x_names, _ = load_network(x_path, fit)
     y_fit, y_names, _ = load_network(y_path, fit)
-    cost, plans, histories, gap, rotation_plans = read_shards(
-        shard_paths, len(x_fit), len(y_fit), widths=([a.shape[1] for a in x_fit], [a.shape[1] for a in y_fit]),
-        names=(x_names, y_names))
-    fitted = MOT(rotation=rotation, random_state=seed, **(mot or {})).fit_from_inner(
-        dict(zip(x_names, x_fit)), dict(zip(y_names, y_fit)), cost, plans,
-        histories if rotation else None, rotation_plans if rotation else None,
-    )
+    estimator = MOT(rotation=rotation, random_state=seed, **(mot or {}))
+    if not shard_paths:
+        fitted = estimator.fit(dict(zip(x_names, x_fit)), dict(zip(y_names, y_fit)))
+        gap = fitted.inner_gap_bound_
+    else:
+        cost, plans, histories, gap, rotation_plans = read_shards(
+            shard_paths, len(x_fit), len(y_fit),
+            widths=([a.shape[1] for a in x_fit], [a.shape[1] for a in y_fit]), names=(x_names, y_names))
+        fitted = estimator.fit_from_inner(
+            dict(zip(x_names, x_fit)), dict(zip(y_names, y_fit)), cost, plans,
+            histories if rotation else None, rotation_plans if rotation else None,
+        )
     del x_fit, y_fit
     x_held = load_network(x_path, held)[0]
     y_held = load_network(y_path, held)[0]
@@ -160,7 +173,8 @@ def subsample_alignment(x_path, y_path, split_path, out_json, *, fraction: float
                         rotation: bool, meta: dict | None = None, mot: dict | None = None) -> dict:
     """Appendix J.1: keep a seeded random ``fraction`` of every target layer's units,
     refit MOT (or MOT+R) and score MOT and Pairwise Best on the held-out split."""
-    from ..mot import MOT  # deferred: POT and scikit-learn
+    import_pot(lean=True)  # this process only solves OT (motalign._pot)
+    from ..mot import MOT  # deferred: POT
 
     _require_device(mot)
     if not 0 < fraction <= 1:
@@ -185,7 +199,8 @@ def three_level_block(x_paths: list, y_paths: list, out, *, rotation: bool = Fal
                       mot: dict | None = None) -> dict:
     """Checkpoint costs (two-level MOT objectives, Sec. 3.4) of a block of source
     checkpoints against every target checkpoint, on all stimuli."""
-    from ..three_level import checkpoint_costs  # deferred: POT and scikit-learn
+    import_pot(lean=True)  # this process only solves OT (motalign._pot)
+    from ..three_level import checkpoint_costs  # deferred: POT
 
     _require_device(mot)
 
@@ -204,7 +219,8 @@ def three_level_block(x_paths: list, y_paths: list, out, *, rotation: bool = Fal
 def three_level_finish(block_paths: list, out_npz, out_json, *, source_revisions, target_revisions,
                        meta: dict | None = None) -> dict:
     """Stack the blocks' cost rows; checkpoint coupling R and the pairwise-best map."""
-    from ..three_level import ThreeLevelMOT  # deferred: POT and scikit-learn
+    import_pot(lean=True)  # this process only solves OT (motalign._pot)
+    from ..three_level import ThreeLevelMOT  # deferred: POT
 
     rows = []
     for path in block_paths:

@@ -60,7 +60,21 @@ def n_layers(config: dict, name: str) -> int:
     return int(blocks) + int(bool(config["include_embeddings"]))
 
 
+def inline_inner(config: dict, source: str, target: str) -> bool:
+    """Whether the outer-OT job of this network pair runs the inner level itself: its layer
+    pairs fit in one shard and ``inline_single_shard`` is on.  A separate inner-OT job would
+    then only add a process start and a shard file, never parallelism (the outer job waits
+    for its single shard), so the embedded default's hundreds of small pairs run as one job
+    each, while the paper's pairs (hundreds of layer pairs) keep their shards."""
+    fits = n_layers(config, source) * n_layers(config, target) <= config["shard_size"]
+    return bool(config.get("inline_single_shard", True)) and fits
+
+
 def n_shards(config: dict, source: str, target: str) -> int:
+    """Inner-OT shards of a network pair: none when its outer job runs the inner level
+    (:func:`inline_inner`)."""
+    if inline_inner(config, source, target):
+        return 0
     return math.ceil(n_layers(config, source) * n_layers(config, target) / config["shard_size"])
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import METHODS
+from .config import METHODS, inline_inner
 from .config_schema import validate_config
 from .estimate_measure import run_measurement, synthetic_network, synthetic_shards, synthetic_split
 from .job_requests import MIN_MEM_MB, rule_need
@@ -173,6 +173,8 @@ def _spec(config, job, files, workdir, budget_units) -> dict:
             max_pairs=None,
             out=str(Path(workdir) / "shard.npz"),
         )
+    elif rule == "outer_ot" and inline_inner(config, source, target):  # runs its inner level too
+        spec.update(rotation=rotation, out=str(Path(workdir) / "outer"), shards=[])
     elif rule == "outer_ot":
         shard_dir = Path(workdir) / f"shards_{wc['method']}"
         shard_dir.mkdir(exist_ok=True)

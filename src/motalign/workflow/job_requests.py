@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from .config import METHODS, n_layers
+from .config import METHODS, inline_inner, n_layers
 from .shards import shard_pairs
 from .sizes import (
     MB,
@@ -100,9 +100,13 @@ def rule_need(config: dict, rule: str, wildcards: dict, threads: int = 1, paths:
         xw = _widths(config, wc["source"], paths, "x")
         yw = _widths(config, wc["target"], paths, "y")
         entries = len(yw) * sum(xw) + len(xw) * sum(yw)
-        return outer_ot_need(
-            xw, yw, n_total=total, n_fit_rows=fit, rotation=METHODS[wc["method"]], plan_entries=entries
-        )
+        rotation = METHODS[wc["method"]]
+        outer = outer_ot_need(xw, yw, n_total=total, n_fit_rows=fit, rotation=rotation, plan_entries=entries)
+        if not inline_inner(config, wc["source"], wc["target"]):
+            return outer
+        # the job runs the inner level too (a whole MOT fit), then the outer steps
+        inner = mot_fit_need(xw, yw, n_total=total, n_fit_rows=fit, rotation=rotation, threads=threads)
+        return Need(max(inner.mem_mb, outer.mem_mb), inner.runtime_min + outer.runtime_min)
     if rule == "baseline":
         pairs = [
             (network_widths(config, s), network_widths(config, t))

@@ -11,7 +11,7 @@ paper's values are data: ``motalign/workflow/paper_values.csv``, transcribed fro
 Rows are the configured pairs, labelled with each network's ``label``; rows are matched
 to the paper's by those labels.
 
-Figures: seaborn heatmaps of layer couplings (MOT beside pairwise, or MOT beside MOT+R),
+Figures: matplotlib heatmaps of layer couplings (MOT beside pairwise, or MOT beside MOT+R),
 averaged over seeds, with layer or region names on the axes; Appendix J.1 as lines with
 error bands over seeds; Figure 5 as checkpoint couplings.
 """
@@ -371,11 +371,10 @@ def pair_panels(config, experiment, source, target, jsons_by_method: dict, npz_b
 
 def plot_panels(groups: list, out_pdf, out_png, title: str = "") -> None:
     """One row of heatmaps per group (a group = the panels of one pair)."""
-    import matplotlib  # deferred: matplotlib and seaborn are slow to import
+    import matplotlib  # deferred: matplotlib is slow to import
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # deferred: see above
-    import seaborn as sns  # deferred: see above
 
     n_rows = len(groups)
     n_cols = max(len(g) for g in groups)
@@ -388,9 +387,7 @@ def plot_panels(groups: list, out_pdf, out_png, title: str = "") -> None:
                 continue
             panel = group[c]
             scaled = panel.matrix * panel.matrix.shape[0]  # rows sum to 1
-            sns.heatmap(scaled, ax=ax, cmap="viridis", vmin=0, vmax=max(1e-12, float(scaled.max())),
-                        xticklabels=_ticks(panel.columns), yticklabels=_ticks(panel.rows),
-                        cbar_kws={"label": "mass (rows sum to 1)"})
+            _heatmap(fig, ax, scaled, _ticks(panel.columns), _ticks(panel.rows))
             ax.set_title(panel.title, fontsize=9)
             ax.set_xlabel(panel.column_title, fontsize=8)
             ax.set_ylabel(panel.row_title, fontsize=8)
@@ -400,6 +397,21 @@ def plot_panels(groups: list, out_pdf, out_png, title: str = "") -> None:
     fig.tight_layout()
     _save(fig, out_pdf, out_png)
     plt.close(fig)
+
+
+def _heatmap(fig, ax, matrix, column_labels, row_labels):
+    """A heatmap of ``matrix`` (rows top to bottom, a cell per entry, viridis from 0 to its
+    maximum) with a labelled colour bar; empty labels are skipped."""
+    image = ax.imshow(matrix, cmap="viridis", vmin=0, vmax=max(1e-12, float(matrix.max())),
+                      aspect="auto", interpolation="nearest")
+    for axis, labels, set_ticks, set_labels in (
+        ("x", column_labels, ax.set_xticks, ax.set_xticklabels),
+        ("y", row_labels, ax.set_yticks, ax.set_yticklabels),
+    ):
+        shown = [(i, str(name)) for i, name in enumerate(labels) if str(name)]
+        set_ticks([i for i, _ in shown])
+        set_labels([name for _, name in shown], rotation=90 if axis == "x" else 0)
+    fig.colorbar(image, ax=ax, label="mass (rows sum to 1)")
 
 
 def _ticks(names):
@@ -420,7 +432,7 @@ def _save(fig, out_pdf, out_png):
 def plot_subsampling(csv_path, out_pdf, out_png, title: str = "") -> None:
     """Appendix J.1: reconstruction score vs fraction of target units kept, mean and a band
     of ± one std over seeds, for MOT, MOT+R and their pairwise baselines."""
-    import matplotlib  # deferred: matplotlib and seaborn are slow to import
+    import matplotlib  # deferred: matplotlib is slow to import
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # deferred: see above
