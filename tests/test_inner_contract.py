@@ -87,3 +87,24 @@ def test_numpy_and_torch_alternations_agree(rng, stopping):
     assert (twin.rotation_plan is None) == (reference.rotation_plan is None) == (stopping.max_iter == 0)
     if reference.rotation_plan is not None:  # the plan of the last accepted Procrustes step
         np.testing.assert_allclose(twin.rotation_plan.toarray(), reference.rotation_plan.toarray(), atol=1e-12)
+
+
+def test_both_alternations_stop_when_a_q_step_leaves_the_plan_unchanged(rng):
+    """The stopping rule shared by both twins: on a rotated, shuffled copy the second Q step
+    returns the first plan, so both stop after one round (history of two entries), with
+    tol = 0 too; on unrelated layers both stop at the same round."""
+    x = rng.standard_normal((200, 10))
+    q, _ = np.linalg.qr(rng.standard_normal((10, 10)))
+    planted = ([x], [(x @ q)[:, rng.permutation(10)] + 0.05 * rng.standard_normal((200, 10))])
+    unrelated = networks(rng, [9], [9], 60)
+    for (X, Y), rounds in ((planted, 1), (unrelated, None)):
+        x_std, y_std = Standardized(X), Standardized(Y)
+        xs = DeviceLayers(x_std, torch.device("cpu"), torch.float64)
+        ys = DeviceLayers(y_std, torch.device("cpu"), torch.float64)
+        for stopping in (Alternation(), Alternation(tol=0.0)):
+            reference = rotation_alignment(x_std(0), y_std(0), alternation=stopping)
+            (twin,), _ = rotation_batch(xs, ys, [(0, 0)], BatchSolver(EngineOptions(), None), stopping)
+            assert len(twin.history) == len(reference.history) < stopping.max_iter + 1
+            assert rounds is None or reference.n_iter == rounds
+            np.testing.assert_allclose(twin.history, reference.history, rtol=0, atol=1e-10)
+            assert np.all(np.diff(reference.history) <= 0)

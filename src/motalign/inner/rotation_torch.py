@@ -1,8 +1,10 @@
 """MOT+R for a batch of equal-shaped layer pairs in torch (paper Sec. 2.3): the batched twin
 of :func:`.rotation.rotation_alignment`, working on Gram blocks (``Xz^T Xz``, ``Xz^T Yz``,
 ``Yz^T Yz``) with batched Procrustes SVDs.  Each pair keeps its own acceptance rule,
-stopping rule and non-increasing history; ``tests/test_inner_contract.py`` pins the two
-alternations to the same result."""
+stopping rule and non-increasing history (a pair stops, as in the NumPy twin, when its Q
+step leaves the weights unchanged); ``tests/test_inner_contract.py`` pins the two
+alternations to the same result.  The Procrustes steps are batched SVDs here; the NumPy
+twin's :func:`~.rotation.polar_factor` gives the same rotations up to round-off."""
 
 from __future__ import annotations
 
@@ -98,6 +100,9 @@ def rotation_batch(xs, ys, batch, solve, alternation: Alternation, initial=None,
         q_weights = q_dense * n
         plan_value = objective(new_rot, q_weights, idx)
         accept_t = plan_value <= new_value
+        # a Q step that leaves the weights unchanged ends the pair's alternation: the next
+        # round would repeat the same Procrustes step (the NumPy twin's rule)
+        changed = (accept_t & (q_weights != weights[idx]).flatten(1).any(dim=1)).cpu().numpy()
         accept = accept_t.cpu().numpy()
         if accept.any():
             weights[idx[accept_t]] = q_weights[accept_t]
@@ -108,7 +113,7 @@ def rotation_batch(xs, ys, batch, solve, alternation: Alternation, initial=None,
         value[idx] = new_value
         for j, (k, v) in enumerate(zip(idx_np, new_value.cpu().double().tolist())):
             history[k].append(v)
-            if improvement[j] <= tol * max(1.0, abs(v)):
+            if not changed[j] or improvement[j] <= tol * max(1.0, abs(v)):
                 active[k] = False
     rot_host = rot.cpu().double().numpy()
     results = [PairResult(pair, history[k][-1], sp.csr_matrix(plans[k]), history=history[k],

@@ -33,7 +33,8 @@ DEFAULT_BATCH_BYTES = 2 * 1024**3
 @dataclass(frozen=True)
 class Alternation:
     """MOT+R's stopping rule (Sec. 2.3): at most ``max_iter`` alternations; stop when the
-    reconstruction cost decreases by less than ``tol`` (relative)."""
+    reconstruction cost decreases by less than ``tol`` (relative), or when a Q step leaves
+    the plan unchanged (the next round would repeat the last one)."""
 
     max_iter: int = DEFAULT_MAX_ITER
     tol: float = DEFAULT_TOL
