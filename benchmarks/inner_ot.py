@@ -7,7 +7,9 @@ stimulus counts) it times, on the same data:
                  GEMM, POT's ``ot.emd`` (the plain way to run MOT's inner level);
 * ``lsa_loop``   the same with SciPy's ``linear_sum_assignment`` (equal widths only);
 * ``motalign``   :func:`motalign.inner.inner_alignment`, solver="exact" on the CPU
-                 (``--n-jobs`` workers, default every core);
+                 (``--n-jobs`` workers, default every core; float32 cost GEMMs with the
+                 certified float64 repair of :mod:`motalign.solvers.repair`, whose share
+                 of entries evaluated exactly is reported under the table);
 * ``motalign_cuda``   the same with the cost GEMMs on the GPU (only where CUDA exists);
 * ``sinkhorn`` / ``sinkhorn_cuda``   solver="sinkhorn" (batched log-domain Sinkhorn,
                  rounded) on torch's CPU device / on the GPU; ``--sinkhorn`` adds the CPU
@@ -72,6 +74,13 @@ SUITES = {
         Entry("DINOv2-S~MAE-B (384:768)", (384,) * 4, (768,) * 4, 16000),
         Entry("MAE-B~DINOv2-L (768:1024)", (768,) * 3, (1024,) * 3, 16000),
         Entry("subject A~B (V1-hV4)", SUBJECT_A[:4], SUBJECT_B[:4], 800),
+    ],
+    # more of the paper's width mixes at 2,000-16,000 stimuli (minutes)
+    "widths": [
+        llm("Qwen-0.5B~Llama-3B (896:3072)", 2, 896, 2, 3072),
+        Entry("DINOv2-S~DINOv2-G (384:1536)", (384,) * 3, (1536,) * 3, 16000),
+        Entry("MAE-H~DINOv2-G (1280:1536)", (1280,) * 2, (1536,) * 2, 8000),
+        Entry("Llama-3B~Qwen-3B (3072:2048), T = 4,000", (3072,) * 2, (2048,) * 2, 4000),
     ],
     # the paper's Table 1 (LLM pairs on STSB's 2,042 fit prompts), full size
     "table1": [
@@ -147,6 +156,18 @@ def run_engine(X, Y, options, rotation=False):
     return inner.cost, inner.gap_bound
 
 
+def run_engine_counted(X, Y, options):
+    """:func:`run_engine` and what the float32 repair did (entries evaluated exactly)."""
+    try:
+        from motalign.solvers.repair import repair_totals
+    except ImportError:  # an older motalign (before/after comparisons)
+        return (*run_engine(X, Y, options), None)
+    before = repair_totals.snapshot()
+    cost, gap = run_engine(X, Y, options)
+    after = repair_totals.snapshot()
+    return cost, gap, {k: after[k] - before[k] for k in after}
+
+
 def cuda_available() -> bool:
     try:
         import torch
@@ -196,7 +217,7 @@ def methods_for(suite, entry, args):
         methods["pot_loop"] = lambda X, Y: (reference_loop(X, Y, "emd"), None)
         if equal:
             methods["lsa_loop"] = lambda X, Y: (reference_loop(X, Y, "lsa"), None)
-        methods["motalign"] = lambda X, Y: run_engine(X, Y, cpu)
+        methods["motalign"] = lambda X, Y: run_engine_counted(X, Y, cpu)
     if args.sinkhorn:
         methods["sinkhorn"] = lambda X, Y: run_engine(
             X, Y, EngineOptions(solver="sinkhorn", device="torch-cpu", epsilon=args.epsilon), rotation)
@@ -213,18 +234,20 @@ def methods_for(suite, entry, args):
 
 def measured(method, X, Y):
     """Run ``method`` in a forked child (so that memory freed by earlier methods does not
-    hide its peak): returns (seconds, peak MiB above the child's start, cost, gap)."""
+    hide its peak): returns (seconds, peak MiB above the child's start, cost, gap, info)
+    (``info``: what the method reports besides (cost, gap), else None)."""
     import multiprocessing
 
     def child(conn):
         try:
             with PeakMemory() as memory:
-                start = time.perf_counter()
-                cost, gap = method(X, Y)
-                seconds = time.perf_counter() - start
-            conn.send((seconds, memory.mib, cost, gap, None))
+                start, cpu_start = time.perf_counter(), time.process_time()
+                cost, gap, *info = method(X, Y)
+                seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+            info = dict(info[0] or {} if info else {}, cpu_seconds=cpu)
+            conn.send((seconds, memory.mib, cost, gap, info, None))
         except BaseException as error:  # report, do not hang the parent
-            conn.send((None, None, None, None, repr(error)))
+            conn.send((None, None, None, None, None, repr(error)))
         finally:
             conn.close()
 
@@ -232,11 +255,11 @@ def measured(method, X, Y):
     process = multiprocessing.get_context("fork").Process(target=child, args=(child_end,))
     process.start()
     child_end.close()
-    seconds, mib, cost, gap, error = parent.recv()
+    seconds, mib, cost, gap, info, error = parent.recv()
     process.join()
     if error is not None:
         raise RuntimeError(f"benchmark method failed: {error}")
-    return seconds, mib, cost, gap
+    return seconds, mib, cost, gap, info
 
 
 def run_entry(suite, entry, args):
@@ -246,12 +269,17 @@ def run_entry(suite, entry, args):
         if args.in_process or name.endswith("cuda"):  # CUDA does not survive fork
             with PeakMemory() as memory:
                 start = time.perf_counter()
-                cost, gap = method(X, Y)
+                cost, gap, *info = method(X, Y)
                 seconds = time.perf_counter() - start
-            mib = memory.mib
+            mib, info = memory.mib, (info[0] if info else None)
         else:
-            seconds, mib, cost, gap = measured(method, X, Y)
+            seconds, mib, cost, gap, info = measured(method, X, Y)
         row = {"method": name, "seconds": seconds, "peak_mib": mib}
+        info = dict(info or {})
+        if "cpu_seconds" in info:
+            row["cpu_seconds"] = info.pop("cpu_seconds")
+        if info.get("solves"):
+            row["repair"] = info
         if reference is None and name in ("pot_loop", "motalign_serial"):
             reference = cost
         elif reference is not None:
@@ -315,6 +343,20 @@ def markdown(result) -> str:
              + (f", certified gap bound {r['max_gap_bound']:.1e}" if "max_gap_bound" in r else "")
              for e in result["entries"] for r in e["rows"]
              if r["method"] != "motalign" and "max_abs_dC" in r]
+    cpu = {m: sum(r.get("cpu_seconds", float("nan")) for e in result["entries"] for r in e["rows"]
+                  if r["method"] == m) for m in methods}
+    if base in cpu and "motalign" in cpu and np.isfinite(cpu[base]) and np.isfinite(cpu["motalign"]):
+        extra += ["", "CPU time (all threads), suite total: " + ", ".join(f"{m} {cpu[m]:.2f} s" for m in methods)
+                  + f"; {base} / motalign {cpu[base] / cpu['motalign']:.2f}x"]
+    repaired = [(e["entry"], r["repair"]) for e in result["entries"] for r in e["rows"] if r.get("repair")]
+    if repaired:
+        extra.append("")
+        extra += [f"{name}: float32 repair evaluated {c['exact_entries']:,} of {c['entries']:,} entries exactly "
+                  f"({c['exact_entries'] / c['entries']:.2%}), {c['rounds'] / c['solves']:.2f} exact solves per pair"
+                  for name, c in repaired]
+        exact = sum(c["exact_entries"] for _, c in repaired)
+        total = sum(c["entries"] for _, c in repaired)
+        extra.append(f"all entries: {exact:,} of {total:,} evaluated exactly ({exact / total:.2%})")
     info = result["machine"]
     header = (f"Suite `{result['suite']}` on {info.get('cpu', info['processor'])}, {info['cores']} cores"
               + (f", {info['gpu']}" if "gpu" in info else "") + f"; motalign n_jobs = {result['n_jobs']}.")

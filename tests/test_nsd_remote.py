@@ -730,7 +730,7 @@ def test_pipeline_mirror_then_stimuli_then_brain_responses(remote, tmp_path, mon
     monkeypatch.setenv(ENDPOINT_ENV, remote["endpoint"])
     monkeypatch.setenv(BUCKET_ENV, BUCKET)
     root = tmp_path / "nsd"
-    summary = data_jobs.download_nsd(root, subjects=list(SUBJECTS))
+    summary = data_jobs.download_nsd(root, cache_root=tmp_path / "cache", subjects=list(SUBJECTS))
     assert summary["shared_images"] == len(remote["sim"]["sharedix"])
     assert not (root / STIMULI_PATH).exists()  # never the whole brick
     stimuli = tmp_path / "stimuli.npz"

@@ -1,12 +1,15 @@
 """CPU backend of the inner level (``solver="exact"``, ``device="cpu"``): exact results,
-identical to a per-pair loop.
+equal to a per-pair loop.
 
-Every layer is z-scored once with its fit statistics; a pair's cost block is one GEMM
-``1 - Xz_l^T Yz_m / T``, solved by :func:`motalign.solvers.exact_ot` (or MOT+R,
-:func:`.rotation.rotation_alignment`).  ``n_jobs`` layer pairs run in parallel threads
-(the GEMMs and both solvers release the GIL, and BLAS is held to one thread per worker); at
-most ``n_jobs`` cost blocks exist at any time, so memory grows with one layer pair's cost
-matrix (times ``n_jobs``), not with L x M of them.
+Every layer is z-scored once with its fit statistics and kept unit-major (n x T) with its
+float32 rounding (:class:`.layers.UnitMajor`).  A pair's cost block ``1 - Xz_l^T Yz_m / T``
+is priced by float32 GEMMs and the OT problem is solved exactly for the float64 cost by
+:func:`motalign.solvers.repaired_correlation_ot` (certified repair; problems narrower than
+64 units get the float64 cost and :func:`motalign.solvers.exact_ot`).  MOT+R runs
+:func:`.rotation.rotation_alignment` on the float64 z-scores.  ``n_jobs`` layer pairs run
+in parallel threads (the GEMMs and the solvers release the GIL, and BLAS is held to one
+thread per worker); at most ``n_jobs`` cost blocks exist at any time, so memory grows with
+one layer pair's cost matrix (times ``n_jobs``), not with L x M of them.
 """
 
 from __future__ import annotations
@@ -16,9 +19,18 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 
-from ..solvers import correlation_cost, exact_ot
+from ..solvers import correlation_cost, exact_ot, repaired_correlation_ot
+from ..solvers.exact import ASSIGNMENT_MAX_WIDTH, SPARSE_MIN_WIDTH
+from .layers import UnitMajor
 from .rotation import rotation_alignment
 from .types import Alternation, PairResult
+
+#: equal widths up to ``ASSIGNMENT_MAX_WIDTH`` on fewer stimuli than this keep the float64
+#: cost and the assignment solver: there the float64 GEMM is cheap and the assignment solver
+#: beats the repaired column generation (12 x 12 layers of 384 units, T = 2,000:
+#: benchmarks/fit_time.py, MOT 2.5 s with the repair, 1.6 s without); at T = 16,000 the
+#: float32 GEMM wins (384 units: 48 ms per pair against 79 ms)
+REPAIR_MIN_STIMULI_SQUARE = 4096
 
 
 def _blas_single_thread(n_jobs: int):
@@ -32,13 +44,23 @@ def _blas_single_thread(n_jobs: int):
 
 def align_pair(pair, xz, yz, *, rotation=False, gram_x=None,
                alternation: Alternation | None = None) -> PairResult:
-    """Inner alignment of one layer pair of z-scored layers: exact correlation OT
-    (Sec. 2.2.1, Eq. 2) or MOT+R (Sec. 2.3)."""
+    """Inner alignment of one layer pair of z-scored layers (T x n arrays or
+    :class:`.layers.UnitMajor`): exact correlation OT (Sec. 2.2.1, Eq. 2) or MOT+R
+    (Sec. 2.3)."""
     if rotation:
+        xz = xz.stimuli_major if isinstance(xz, UnitMajor) else xz
+        yz = yz.stimuli_major if isinstance(yz, UnitMajor) else yz
         result = rotation_alignment(xz, yz, gram_x=gram_x, alternation=alternation or Alternation())
         return PairResult(pair, result.cost, result.plan, history=result.history,
                           rotation=result.rotation, rotation_plan=result.rotation_plan)
-    plan, value = exact_ot(correlation_cost(xz, yz))
+    x = xz if isinstance(xz, UnitMajor) else UnitMajor.from_stimuli_major(xz)
+    y = yz if isinstance(yz, UnitMajor) else UnitMajor.from_stimuli_major(yz)
+    (n, t), m = x.z.shape, y.z.shape[0]
+    square = n == m <= ASSIGNMENT_MAX_WIDTH and t < REPAIR_MIN_STIMULI_SQUARE
+    if square or min(n, m) < SPARSE_MIN_WIDTH or x.z32 is None or y.z32 is None:
+        plan, value = exact_ot(correlation_cost(x.stimuli_major, y.stimuli_major))
+    else:
+        plan, value = repaired_correlation_ot(x.z, y.z, x32=x.z32, y32=y.z32, x_norms=x.norms, y_norms=y.norms)
     return PairResult(pair, value, plan)
 
 
@@ -53,15 +75,20 @@ def run_cpu(x_std, y_std, pairs, *, rotation: bool, alternation: Alternation,
     last_use = {l: i for i, (l, _) in enumerate(pairs)}
 
     def source(l):
-        xz = x_std.compute(l)
-        return xz, (xz.T @ xz if rotation else None)
+        if rotation:  # T x n as before: MOT+R's rotations are rebuilt bit-identically from them
+            xz = x_std.compute(l)
+            return xz, xz.T @ xz
+        return x_std.compute_unit_major(l), None
+
+    def target(m):
+        return y_std(m) if rotation else y_std.unit_major(m)
 
     if n_jobs == 1:
         current = None
         for i, (l, m) in enumerate(pairs):
             if current is None or current[0] != l:
                 current = (l, *source(l))
-            outcome = align_pair((l, m), current[1], y_std(m), rotation=rotation,
+            outcome = align_pair((l, m), current[1], target(m), rotation=rotation,
                                  gram_x=current[2], alternation=alternation)
             if last_use[l] == i:
                 current = None
@@ -77,7 +104,7 @@ def run_cpu(x_std, y_std, pairs, *, rotation: bool, alternation: Alternation,
     with _blas_single_thread(n_jobs), ThreadPoolExecutor(max_workers=n_jobs) as pool:
         # A task only waits on futures submitted before it, so FIFO workers cannot deadlock.
         x_ready = {rows[0]: pool.submit(source, rows[0])}
-        y_ready = {m: pool.submit(y_std, m) for m in sorted({m for _, m in pairs})}
+        y_ready = {m: pool.submit(target, m) for m in sorted({m for _, m in pairs})}
         pending = deque()
         for i, (l, m) in enumerate(pairs):
             if l not in x_ready:

@@ -1,4 +1,5 @@
-"""OT solvers with uniform marginals: exact (:mod:`.exact`, NumPy/SciPy/POT) and batched
+"""OT solvers with uniform marginals: exact (:mod:`.exact`, NumPy/SciPy/POT; float32-priced
+with a certified float64 repair, :mod:`.repair`) and batched
 entropic Sinkhorn (:mod:`.sinkhorn`, torch; import it explicitly)."""
 
 from .exact import (
@@ -12,6 +13,7 @@ from .exact import (
     sparse_plan,
     transport_marginals,
 )
+from .repair import float32_correlation_cost, float32_cost_bound, repaired_correlation_ot
 
 __all__ = [
     "exact_ot",
@@ -23,4 +25,7 @@ __all__ = [
     "sparse_plan",
     "transport_marginals",
     "OTSolverError",
+    "repaired_correlation_ot",
+    "float32_correlation_cost",
+    "float32_cost_bound",
 ]

@@ -14,13 +14,15 @@ with marginals ``1/n`` and ``1/m``:
   ``SPARSE_CANDIDATES`` cheapest entries of every row and column plus the north-west corner
   support (so it is always feasible); after each solve the reduced costs
   ``C_ij - u_i - v_j`` of *all* entries are priced against its duals, the most negative
-  entry of each violating row is added, and the loop ends when none is below
-  ``-PRICING_TOLERANCE``.  The duals are then feasible for the full problem, so the plan
-  is optimal for it (LP duality; the value is within ``PRICING_TOLERANCE`` of the optimum)
-  and is a vertex of the transport polytope, as a dense solve would return.  The entries
-  already in the restricted problem are left out of pricing: the simplex solved it
-  optimally, and their reduced costs carry only the round-off of its duals (about 1e-12
-  at a few thousand units, which used to stall the loop there).
+  entry of each violating row and of each violating column is added, and the loop ends
+  when none is below ``-PRICING_TOLERANCE``.  The duals are then feasible for the full
+  problem, so the plan is optimal for it (LP duality; the value is within
+  ``PRICING_TOLERANCE`` of the optimum) and is a vertex of the transport polytope, as a
+  dense solve would return.  The entries already in the restricted problem are left out of
+  pricing: the simplex solved it optimally, and their reduced costs carry only the
+  round-off of its duals (about 1e-12 at a few thousand units, which used to stall the
+  loop there).  :mod:`.repair` runs this loop on a float32-priced cost and then repairs it
+  to the exact float64 optimum.
 
 The column generation reads the cost through an oracle: a matrix in memory
 (:class:`DenseCost`) or the correlation-distance cost computed block by block from the
@@ -38,21 +40,14 @@ non-zeros.
 
 from __future__ import annotations
 
-import os
-import sys
-
 import numpy as np
-
-if "ot" not in sys.modules:
-    # POT imports every array backend it finds when it is first imported (torch alone takes
-    # seconds and gigabytes); these solvers use only its NumPy path.  A backend can still be
-    # enabled by importing POT before motalign.
-    for _backend in ("PYTORCH", "JAX", "CUPY", "TENSORFLOW"):
-        os.environ.setdefault(f"POT_BACKEND_DISABLE_{_backend}", "1")
-
-import ot  # noqa: E402
 import scipy.sparse as sp
 from scipy.optimize import linear_sum_assignment
+
+from .._pot import import_pot
+
+# POT without its array backends (unless it was imported before motalign): motalign._pot
+ot = import_pot()
 
 try:  # POT's sparse network simplex with warm start (POT >= 0.9.6)
     from ot.lp.emd_wrap import emd_c_sparse as _emd_c_sparse
@@ -303,7 +298,7 @@ def price(cost, u, v, exclude=None, columns=False):
     return arg, value
 
 
-def _sparse_network_simplex(a, b, rows, cols, values, duals=None):
+def sparse_network_simplex(a, b, rows, cols, values, duals=None):
     """POT's network simplex on the entries (rows, cols) only; warm-started from ``duals``
     where this POT exposes its sparse solver (``ot.lp.emd_wrap.emd_c_sparse``), through
     ``ot.emd`` with a sparse cost otherwise.  Returns ``(csr plan, (u, v))``."""
@@ -408,6 +403,17 @@ def restricted_network_simplex(
     array.
     """
     oracle = _oracle(cost)
+    plan, _, _, _ = column_generation(oracle, candidates=candidates, tolerance=tolerance,
+                                      max_rounds=max_rounds, pool=pool)
+    return plan, oracle.total(plan)
+
+
+def column_generation(oracle, *, candidates: int = SPARSE_CANDIDATES, tolerance: float = PRICING_TOLERANCE,
+                      max_rounds: int = 10_000, pool: int | None = None):
+    """The loop of :func:`restricted_network_simplex` on a cost oracle.  Returns
+    ``(plan, (u, v), keys, values)``: the optimal plan, the duals of the last restricted
+    solve (feasible for the whole cost up to ``tolerance``), and the restricted problem's
+    keys ``i * m + j`` with their costs (used by :mod:`.repair`)."""
     n, m = oracle.shape
     a, b = np.full(n, 1.0 / n), np.full(m, 1.0 / m)
     pool = getattr(oracle, "pool", 0) if pool is None else pool
@@ -421,23 +427,20 @@ def restricted_network_simplex(
     duals = None
     for _ in range(max_rounds):
         rows, cols = np.divmod(keys, m)
-        plan, duals = _sparse_network_simplex(a, b, rows, cols, values, duals)
+        plan, duals = sparse_network_simplex(a, b, rows, cols, values, duals)
         chosen = _price_pool(pool_keys, pool_values, *duals, m, tolerance) if pool_keys.size else []
         if len(chosen):
             new, new_values = pool_keys[chosen], pool_values[chosen]
             pool_keys, pool_values = np.delete(pool_keys, chosen), np.delete(pool_values, chosen)
         else:
-            if not pool:
-                arg, value = price(oracle, *duals, exclude=members)
-                new = np.flatnonzero(value < -tolerance)
-                new = new * m + arg[new]  # one per row, none in the restricted problem yet
-            else:  # the pool (priced above) is left out too
-                exclude = np.union1d(members, pool_keys)
-                arg, value, col_arg, col_value = price(oracle, *duals, exclude=exclude, columns=True)
-                new, bad = np.flatnonzero(value < -tolerance), np.flatnonzero(col_value < -tolerance)
-                new = np.union1d(new * m + arg[new], col_arg[bad] * m + bad)
+            # every entry is priced; the restricted problem's (and the pool's, priced above)
+            # are left out; the most negative entry of every violating row and column enters
+            exclude = np.union1d(members, pool_keys) if pool else members
+            arg, value, col_arg, col_value = price(oracle, *duals, exclude=exclude, columns=True)
+            new, bad = np.flatnonzero(value < -tolerance), np.flatnonzero(col_value < -tolerance)
+            new = np.union1d(new * m + arg[new], col_arg[bad] * m + bad)
             if new.size == 0:
-                return plan, oracle.total(plan)
+                return plan, duals, keys, values
             new_values = oracle.entries(new)
         keys = np.concatenate([keys, new])
         values = np.concatenate([values, new_values])
