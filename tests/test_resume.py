@@ -96,8 +96,10 @@ def running_shard(workdir):
     """A shard whose script is running: marked incomplete, its log opened, no output yet."""
     for marker in (workdir / ".snakemake" / "incomplete").glob("*"):
         path = Path(base64.urlsafe_b64decode(marker.name).decode())
+        if path.parent != SHARDS:  # another job's output (running at the same time)
+            continue
         log = Path("results", "logs", "inner_ot", path.relative_to("results", "inner")).with_suffix(".log")
-        if path.parent == SHARDS and (workdir / log).exists() and not (workdir / path).exists():
+        if (workdir / log).exists() and not (workdir / path).exists():
             return path
     return None
 
