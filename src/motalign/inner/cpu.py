@@ -4,8 +4,8 @@ equal to a per-pair loop.
 Every layer is z-scored once with its fit statistics and kept unit-major (n x T) with its
 float32 rounding (:class:`.layers.UnitMajor`).  A pair's cost block ``1 - Xz_l^T Yz_m / T``
 is priced by float32 GEMMs and the OT problem is solved exactly for the float64 cost by
-:func:`motalign.solvers.repaired_correlation_ot` (certified repair; problems narrower than
-64 units get the float64 cost and :func:`motalign.solvers.exact_ot`).  MOT+R runs
+:func:`motalign.solvers.repaired_correlation_ot` (certified repair; narrow problems and
+small square ones on few stimuli get the float64 cost and :func:`motalign.solvers.exact_ot`).  MOT+R runs
 :func:`.rotation.rotation_alignment` on the float64 z-scores.  ``n_jobs`` layer pairs run
 in parallel threads (the GEMMs and the solvers release the GIL, and BLAS is held to one
 thread per worker); at most ``n_jobs`` cost blocks exist at any time, so memory grows with
@@ -19,18 +19,10 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 
-from ..solvers import correlation_cost, exact_ot, repaired_correlation_ot
-from ..solvers.exact import ASSIGNMENT_MAX_WIDTH, SPARSE_MIN_WIDTH
+from ..solvers import repaired_correlation_ot
 from .layers import UnitMajor
 from .rotation import rotation_alignment
 from .types import Alternation, PairResult
-
-#: equal widths up to ``ASSIGNMENT_MAX_WIDTH`` on fewer stimuli than this keep the float64
-#: cost and the assignment solver: there the float64 GEMM is cheap and the assignment solver
-#: beats the repaired column generation (12 x 12 layers of 384 units, T = 2,000:
-#: benchmarks/fit_time.py, MOT 2.5 s with the repair, 1.6 s without); at T = 16,000 the
-#: float32 GEMM wins (384 units: 48 ms per pair against 79 ms)
-REPAIR_MIN_STIMULI_SQUARE = 4096
 
 
 def _blas_single_thread(n_jobs: int):
@@ -55,12 +47,9 @@ def align_pair(pair, xz, yz, *, rotation=False, gram_x=None,
                           rotation=result.rotation, rotation_plan=result.rotation_plan)
     x = xz if isinstance(xz, UnitMajor) else UnitMajor.from_stimuli_major(xz)
     y = yz if isinstance(yz, UnitMajor) else UnitMajor.from_stimuli_major(yz)
-    (n, t), m = x.z.shape, y.z.shape[0]
-    square = n == m <= ASSIGNMENT_MAX_WIDTH and t < REPAIR_MIN_STIMULI_SQUARE
-    if square or min(n, m) < SPARSE_MIN_WIDTH or x.z32 is None or y.z32 is None:
-        plan, value = exact_ot(correlation_cost(x.stimuli_major, y.stimuli_major))
-    else:
-        plan, value = repaired_correlation_ot(x.z, y.z, x32=x.z32, y32=y.z32, x_norms=x.norms, y_norms=y.norms)
+    # which problems take the float64 cost instead (narrow, small square, huge z-scores):
+    # repaired_correlation_ot decides
+    plan, value = repaired_correlation_ot(x.z, y.z, x32=x.z32, y32=y.z32, x_norms=x.norms, y_norms=y.norms)
     return PairResult(pair, value, plan)
 
 

@@ -64,12 +64,14 @@ import numpy as np
 import scipy.sparse as sp
 
 from .exact import (
+    ASSIGNMENT_MAX_WIDTH,
     PRICING_TOLERANCE,
     SPARSE_CANDIDATES,
     SPARSE_MIN_WIDTH,
     DenseCost,
     OTSolverError,
     column_generation,
+    correlation_cost,
     exact_ot,
     sparse_network_simplex,
 )
@@ -78,6 +80,12 @@ from .exact import (
 #: Measured: 512 costs 25-40% over one float32 GEMM, 2048 about 5%, while the entries
 #: evaluated exactly grow by 1% from 512 to 2048 (the bound is far above the actual errors)
 FLOAT32_CHUNK = 2048
+#: equal widths up to ``ASSIGNMENT_MAX_WIDTH`` on fewer stimuli than this keep the float64
+#: cost and the assignment solver: there the float64 GEMM is cheap and the assignment solver
+#: beats the repaired column generation (12 x 12 layers of 384 units, T = 2,000:
+#: benchmarks/fit_time.py, MOT 2.5 s with the repair, 1.6 s without); at T = 16,000 the
+#: float32 GEMM wins (384 units: 48 ms per pair against 79 ms)
+REPAIR_MIN_STIMULI_SQUARE = 4096
 #: z-scores above this (in magnitude) are not rounded to float32 (overflow of the products)
 FLOAT32_MAX_ABS = 2.0**40
 _U32, _U64 = 2.0**-24, 2.0**-53
@@ -119,13 +127,6 @@ def row_norms(zt: np.ndarray) -> np.ndarray:
     return np.sqrt(np.einsum("ij,ij->i", zt, zt))
 
 
-def row_norm_max(zt: np.ndarray) -> float:
-    """Largest Euclidean norm of a row of ``zt`` (float64)."""
-    if zt.shape[0] == 0 or zt.shape[1] == 0:
-        return 0.0
-    return float(row_norms(zt).max())
-
-
 def float32_correlation_cost(x32: np.ndarray, y32: np.ndarray, n_stimuli: int | None = None,
                              chunk: int = FLOAT32_CHUNK) -> np.ndarray:
     """``1 - x32^T y32 / T`` (float64, n x m) from float32 z-scores (T x n and T x m, either
@@ -158,12 +159,11 @@ def exact_correlation_entries(xt: np.ndarray, yt: np.ndarray, rows: np.ndarray, 
 
 
 class RepairStats:
-    """What one repaired solve did: entries evaluated exactly, repair rounds, the bound."""
+    """What one repaired solve did: entries evaluated exactly, repair rounds."""
 
     def __init__(self):
         self.exact_entries = 0
         self.rounds = 0
-        self.bound = 0.0
         self.entries = 0
         self.fallback = False
 
@@ -333,16 +333,13 @@ def repair(approx, bound, exact, *, candidates: int = SPARSE_CANDIDATES,
         lookup = np.argsort(rows * m + cols, kind="stable")
         at = lookup[np.searchsorted((rows * m + cols)[lookup], plan_keys)]
         stats.entries = n * m
-        stats.bound = bound.constant if bound.uniform else float(bound.rows.max() * bound.cols.max() + bound.constant)
         return plan, float(support.data @ values[at])
     raise OTSolverError(f"exact_ot: the float32 repair did not converge on a {n} x {m} problem")
 
 
 def _dense_exact(xt, yt, n_stimuli):
-    cost = xt @ yt.T
-    cost *= -1.0 / n_stimuli
-    cost += 1.0
-    return exact_ot(cost)
+    """Exact OT on the float64 cost of the unit-major z-scores (no float32 pricing)."""
+    return exact_ot(correlation_cost(xt.T, yt.T, n_stimuli))
 
 
 def repaired_correlation_ot(xt: np.ndarray, yt: np.ndarray, *, x32: np.ndarray | None = None,
@@ -354,13 +351,15 @@ def repaired_correlation_ot(xt: np.ndarray, yt: np.ndarray, *, x32: np.ndarray |
     with float32 GEMMs and repaired exactly (module docstring).  ``x32``/``y32`` (their
     float32 roundings, stimuli-major: T x n and T x m) and ``x_norms``/``y_norms`` (their
     rows' norms; the bound is entrywise, so constant units cost no exact evaluations) are
-    computed when omitted.  Problems narrower than ``SPARSE_MIN_WIDTH``, with z-scores
-    beyond ``FLOAT32_MAX_ABS``, or whose repair would evaluate more than a sixteenth of the
+    computed when omitted.  Problems narrower than ``SPARSE_MIN_WIDTH``, equal widths up to
+    ``ASSIGNMENT_MAX_WIDTH`` on fewer than :data:`REPAIR_MIN_STIMULI_SQUARE` stimuli, z-scores
+    beyond ``FLOAT32_MAX_ABS``, or a repair that would evaluate more than a sixteenth of the
     entries exactly (heavily tied costs) go to :func:`~.exact.exact_ot` on the float64
     cost.  Returns ``(plan, <C, plan>)`` as :func:`~.exact.exact_ot` does."""
     t = xt.shape[1] if n_stimuli is None else n_stimuli
     n, m = xt.shape[0], yt.shape[0]
-    if min(n, m) < SPARSE_MIN_WIDTH:
+    square = n == m <= ASSIGNMENT_MAX_WIDTH and xt.shape[1] < REPAIR_MIN_STIMULI_SQUARE
+    if square or min(n, m) < SPARSE_MIN_WIDTH:
         return _dense_exact(xt, yt, t)
     x_norms = row_norms(xt) if x_norms is None else x_norms
     y_norms = row_norms(yt) if y_norms is None else y_norms
