@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 
-from ..solvers import repaired_correlation_ot
+from ..solvers import correlation_cost, exact_ot, repaired_correlation_ot
+from ..solvers.repair import takes_float64_cost
 from .layers import UnitMajor
 from .rotation import rotation_alignment
 from .types import Alternation, PairResult
@@ -47,9 +48,11 @@ def align_pair(pair, xz, yz, *, rotation=False, gram_x=None,
                           rotation=result.rotation, rotation_plan=result.rotation_plan)
     x = xz if isinstance(xz, UnitMajor) else UnitMajor.from_stimuli_major(xz)
     y = yz if isinstance(yz, UnitMajor) else UnitMajor.from_stimuli_major(yz)
-    # which problems take the float64 cost instead (narrow, small square, huge z-scores):
-    # repaired_correlation_ot decides
-    plan, value = repaired_correlation_ot(x.z, y.z, x32=x.z32, y32=y.z32, x_norms=x.norms, y_norms=y.norms)
+    (n, t), m = x.z.shape, y.z.shape[0]
+    if takes_float64_cost(n, m, t) or x.z32 is None or y.z32 is None:  # no float32 pricing
+        plan, value = exact_ot(correlation_cost(x.stimuli_major, y.stimuli_major))
+    else:
+        plan, value = repaired_correlation_ot(x.z, y.z, x32=x.z32, y32=y.z32, x_norms=x.norms, y_norms=y.norms)
     return PairResult(pair, value, plan)
 
 

@@ -337,6 +337,15 @@ def repair(approx, bound, exact, *, candidates: int = SPARSE_CANDIDATES,
     raise OTSolverError(f"exact_ot: the float32 repair did not converge on a {n} x {m} problem")
 
 
+def takes_float64_cost(n: int, m: int, n_stimuli: int) -> bool:
+    """Whether an n x m problem on ``n_stimuli`` stimuli is solved on its float64 cost
+    rather than float32-priced and repaired: narrower than ``SPARSE_MIN_WIDTH``, or equal
+    widths up to ``ASSIGNMENT_MAX_WIDTH`` on fewer than :data:`REPAIR_MIN_STIMULI_SQUARE`
+    stimuli (the assignment solver on the float64 cost is faster there)."""
+    square = n == m <= ASSIGNMENT_MAX_WIDTH and n_stimuli < REPAIR_MIN_STIMULI_SQUARE
+    return square or min(n, m) < SPARSE_MIN_WIDTH
+
+
 def _dense_exact(xt, yt, n_stimuli):
     """Exact OT on the float64 cost of the unit-major z-scores (no float32 pricing)."""
     return exact_ot(correlation_cost(xt.T, yt.T, n_stimuli))
@@ -358,8 +367,7 @@ def repaired_correlation_ot(xt: np.ndarray, yt: np.ndarray, *, x32: np.ndarray |
     cost.  Returns ``(plan, <C, plan>)`` as :func:`~.exact.exact_ot` does."""
     t = xt.shape[1] if n_stimuli is None else n_stimuli
     n, m = xt.shape[0], yt.shape[0]
-    square = n == m <= ASSIGNMENT_MAX_WIDTH and xt.shape[1] < REPAIR_MIN_STIMULI_SQUARE
-    if square or min(n, m) < SPARSE_MIN_WIDTH:
+    if takes_float64_cost(n, m, xt.shape[1]):
         return _dense_exact(xt, yt, t)
     x_norms = row_norms(xt) if x_norms is None else x_norms
     y_norms = row_norms(yt) if y_norms is None else y_norms
