@@ -224,7 +224,7 @@ def test_unit_major_layers_and_engine(rng):
     layer = Standardized([x]).compute_unit_major(0)
     reference = zscored(x)
     assert np.array_equal(layer.z, reference.T) and layer.z.flags.c_contiguous
-    assert np.array_equal(layer.z32, reference.astype(np.float32))
+    assert np.array_equal(layer.z32, reference.T.astype(np.float32)) and layer.z32.flags.c_contiguous
     assert layer.norm == pytest.approx(np.sqrt(700))
     np.testing.assert_allclose(layer.norms, np.sqrt(700), rtol=1e-12)
     assert np.array_equal(unit_major_copy(reference), reference.T)
@@ -249,7 +249,7 @@ def test_fused_z_scores_are_bit_identical(rng, dtype):
     for stats in (None, fitted):
         got, z, z32, squares = fused_unit_major(layer, stats)
         assert np.array_equal(z, reference.T) and z.flags.c_contiguous
-        assert np.array_equal(z32, reference.astype(np.float32))
+        assert np.array_equal(z32, reference.T.astype(np.float32))
         np.testing.assert_allclose(squares, (reference**2).sum(0), rtol=1e-12)
         for field in ("mean", "inv_scale", "constant", "shift"):
             assert np.array_equal(getattr(got, field), getattr(fitted, field)), field
@@ -258,6 +258,30 @@ def test_fused_z_scores_are_bit_identical(rng, dtype):
     for index, array in enumerate(arrays):
         fitted, reference = LayerStats.fit_transform(array)
         unit = std.compute_unit_major(index)
-        assert np.array_equal(unit.z, reference.T) and np.array_equal(unit.z32, reference.astype(np.float32))
+        assert np.array_equal(unit.z, reference.T) and np.array_equal(unit.z32, reference.T.astype(np.float32))
         for field in ("mean", "inv_scale", "constant", "shift"):
             assert np.array_equal(getattr(std.stats[index], field), getattr(fitted, field)), field
+
+
+@settings(max_examples=60, deadline=None)
+@given(t=st.integers(1, 700), n=st.integers(2, 12), seed=st.integers(0, 2**32 - 1),
+       exponents=st.lists(st.integers(-125, 100), min_size=12, max_size=12),
+       offsets=st.lists(st.sampled_from([0.0, 1.0, -3.0, 1e4, -1e7]), min_size=12, max_size=12))
+def test_float32_fit_path_is_bit_identical_at_any_scale(t, n, seed, exponents, offsets):
+    """fused_unit_major's float32 fit path (statistics on the unscaled values, scaled
+    afterwards) equals LayerStats.fit_transform bit for bit: units of any float32 scale
+    (2**-125 ... 2**100), means far from zero, constant units, ragged and single blocks.
+    (One unit is not fused: NumPy sums a single column pairwise, not in order.)"""
+    rng = np.random.default_rng(seed)
+    layer = rng.standard_normal((t, n)) + np.array(offsets[:n])
+    layer *= np.ldexp(1.0, np.array(exponents[:n]))
+    layer = layer.astype(np.float32)
+    if n > 2:
+        layer[:, 1] = layer[0, 1]  # constant unit
+    fitted, reference = LayerStats.fit_transform(layer)
+    got, z, z32, squares = fused_unit_major(layer, None)
+    for field in ("mean", "inv_scale", "constant", "shift"):
+        assert np.array_equal(getattr(got, field), getattr(fitted, field)), field
+    assert np.array_equal(z, reference.T)
+    assert np.array_equal(z32, reference.T.astype(np.float32))
+    np.testing.assert_allclose(squares, (reference**2).sum(0), rtol=1e-12, atol=0)

@@ -52,7 +52,7 @@ def align_pair(pair, xz, yz, *, rotation=False, gram_x=None,
     if takes_float64_cost(n, m, t) or x.z32 is None or y.z32 is None:  # no float32 pricing
         plan, value = exact_ot(correlation_cost(x.stimuli_major, y.stimuli_major))
     else:
-        plan, value = repaired_correlation_ot(x.z, y.z, x32=x.z32, y32=y.z32, x_norms=x.norms, y_norms=y.norms)
+        plan, value = repaired_correlation_ot(x.z, y.z, x32=x.z32.T, y32=y.z32.T, x_norms=x.norms, y_norms=y.norms)
     return PairResult(pair, value, plan)
 
 

@@ -13,6 +13,8 @@ from ..solvers.repair import FLOAT32_MAX_ABS, row_norms
 _FUSED_MIN_ENTRIES = 2**20
 #: stimuli per block of :func:`fused_unit_major` (64 and 1,024 measured 10-25% slower at 768 units)
 _FUSED_ROWS = 256
+#: bytes of float64 z-scores that :func:`_finish` scales, rounds and sums at a time
+_FINISH_BYTES = 2**19
 #: tile of :func:`unit_major_copy` (stimuli x units): 128 KB of float64, kept in cache
 _TILE = 128
 
@@ -72,12 +74,15 @@ class _Blocks:
 def fused_unit_major(layer: np.ndarray, stats: LayerStats | None, float32: bool = True):
     """Z-scores of ``layer`` (T x n) as ``(stats, z, z32, squares)``: the statistics (fitted
     when ``stats`` is None), the unit-major float64 z-scores (n x T), their float32 rounding
-    (T x n, or None) and each unit's sum of squares.  Bit-identical to
+    (also n x T, or None) and each unit's sum of squares.  Bit-identical to
     ``LayerStats.fit_transform(layer)`` (or ``stats.transform(layer)``) transposed: the same
-    element-wise operations and the same order of summation (sequential over the stimuli),
-    done on blocks of ``_FUSED_ROWS`` stimuli that stay in cache, so that the layer is read a
-    few times and the float64 z-scores are written once, already transposed, with no
-    stimuli-major float64 copy (tests/test_float32_repair.py checks the identity)."""
+    roundings in the same order of summation (sequential over the stimuli), done on blocks
+    of ``_FUSED_ROWS`` stimuli that stay in cache, so that the layer is read a few times and
+    the float64 z-scores are written once, already transposed, with no stimuli-major float64
+    copy (tests/test_float32_repair.py checks the identity).  A float32 layer fitted here
+    takes :func:`_fit_float32`, which skips the power-of-two scaling."""
+    if stats is None and layer.dtype == np.float32:
+        return _fit_float32(layer, float32)
     t, n = layer.shape
     if stats is None:
         high, low = layer.max(axis=0), layer.min(axis=0)
@@ -98,24 +103,79 @@ def fused_unit_major(layer: np.ndarray, stats: LayerStats | None, float32: bool 
         np.divide(1.0, std, out=inv_scale, where=~constant)
         stats = LayerStats(mean=mean, inv_scale=inv_scale, constant=constant, shift=shift)
     z = np.empty((n, t))
-    z32 = np.empty((t, n), dtype=np.float32) if float32 else None
-    squares = np.zeros(n)
     for start, stop, block in _Blocks(layer, stats.shift):
         block -= stats.mean
         block *= stats.inv_scale
         z[:, start:stop] = block.T
-        if z32 is not None:
-            z32[start:stop] = block
-        squares += np.einsum("ij,ij->j", block, block)
+    z32, squares = _finish(z, None, float32)
     return stats, z, z32, squares
+
+
+def _fit_float32(layer: np.ndarray, float32: bool):
+    """:func:`fused_unit_major` of a float32 layer with statistics fitted here, in fewer
+    passes: the statistics are computed on the unscaled values and scaled afterwards.
+
+    Why that is bit-identical to :class:`LayerStats` (which first multiplies each unit by
+    ``f = 2**-shift``): float32 values are multiples of 2**-149 below 2**128 and
+    ``|shift| <= 149``, so every sum, mean, difference, square, square root and quotient
+    below stays a normal float64 number (above 2**-800, below 2**300), scaled or not;
+    multiplying by a power of two commutes with rounding there (``fl(f a + f b) = f fl(a + b)``,
+    ``sqrt(f**2 a) = f sqrt(a)``), so the scaled computation is this one times ``f``, each
+    rounding included, and ``(f d) (inv / f) = d inv`` gives the same z-scores."""
+    t, n = layer.shape
+    high, low = layer.max(axis=0), layer.min(axis=0)
+    constant = high == low
+    max_abs = np.maximum(np.abs(high), np.abs(low)).astype(np.float64)
+    check_precision(max_abs, layer.dtype, "layer")
+    shift = power_of_two_scale(max_abs)
+    mean = np.add.reduce(layer, axis=0, dtype=np.float64) / t  # sequential over the rows
+    z = np.empty((n, t))
+    buffer = np.empty((_FUSED_ROWS + 1, n))  # row 0: running sum (see _Blocks.add)
+    total = None
+    for start in range(0, t, _FUSED_ROWS):
+        stop = min(start + _FUSED_ROWS, t)
+        block = buffer[1:stop - start + 1]
+        np.subtract(layer[start:stop], mean, out=block)
+        z[:, start:stop] = block.T
+        np.multiply(block, block, out=block)
+        if total is None:
+            total = np.add.reduce(block, axis=0)
+        else:
+            buffer[0] = total
+            total = np.add.reduce(buffer[:stop - start + 1], axis=0)
+    std = np.sqrt(total / t)
+    inv_scale = np.zeros_like(std)
+    np.divide(1.0, std, out=inv_scale, where=~constant)
+    z32, squares = _finish(z, inv_scale, float32)
+    factor = np.ldexp(1.0, -shift)
+    stats = LayerStats(mean=mean * factor, inv_scale=inv_scale / factor, constant=constant, shift=shift)
+    return stats, z, z32, squares
+
+
+def _finish(z: np.ndarray, inv_scale: np.ndarray | None, float32: bool):
+    """Scale the rows of ``z`` (n x T) by ``inv_scale`` in place (unless None), and return
+    their float32 rounding (n x T, or None) and sums of squares, a few rows at a time (in
+    cache)."""
+    n, t = z.shape
+    z32 = np.empty((n, t), dtype=np.float32) if float32 else None
+    squares = np.empty(n)
+    rows = max(1, _FINISH_BYTES // (8 * max(t, 1)))
+    for start in range(0, n, rows):
+        block = z[start:start + rows]
+        if inv_scale is not None:
+            block *= inv_scale[start:start + rows, None]
+        if z32 is not None:
+            z32[start:start + rows] = block
+        squares[start:start + rows] = np.einsum("ij,ij->i", block, block)
+    return z32, squares
 
 
 @dataclass(frozen=True)
 class UnitMajor:
     """One layer's z-scores as the CPU backend reads them: ``z`` unit-major (n x T, float64,
     C-contiguous: an exact cost entry reads two contiguous rows), ``z32`` their float32
-    rounding stimuli-major (T x n; None when not wanted or when a z-score is too large for
-    float32 products, see :mod:`motalign.solvers.repair`) and ``norms``, the norm of every row
+    rounding, also unit-major (n x T; None when not wanted or when a z-score is too large
+    for float32 products, see :mod:`motalign.solvers.repair`) and ``norms``, the norm of every row
     of ``z`` (``sqrt(T)`` for z-scored units, 0 for constant ones)."""
 
     z: np.ndarray
@@ -128,7 +188,7 @@ class UnitMajor:
         z = unit_major_copy(xz)
         norms = row_norms(z)
         wanted = float32 and min(z.shape) > 0 and norms.max() <= FLOAT32_MAX_ABS
-        return cls(z, np.asarray(xz).astype(np.float32) if wanted else None, norms)
+        return cls(z, z.astype(np.float32) if wanted else None, norms)
 
     @property
     def norm(self) -> float:
@@ -181,7 +241,8 @@ class Standardized:
         when ``float32``), not kept; bit-identical to :meth:`compute` (large layers by
         :func:`fused_unit_major`)."""
         layer = self.arrays[index]
-        if (not isinstance(layer, np.ndarray) or layer.size < _FUSED_MIN_ENTRIES
+        if (not isinstance(layer, np.ndarray) or layer.size < _FUSED_MIN_ENTRIES or layer.ndim != 2
+                or layer.shape[1] < 2  # NumPy sums one column pairwise, not in order
                 or layer.dtype not in (np.float32, np.float64) or not layer.flags.c_contiguous):
             return UnitMajor.from_stimuli_major(self.compute(index), float32)
         try:

@@ -373,8 +373,8 @@ def repaired_correlation_ot(xt: np.ndarray, yt: np.ndarray, *, x32: np.ndarray |
     y_norms = row_norms(yt) if y_norms is None else y_norms
     if not max(x_norms.max(), y_norms.max()) <= FLOAT32_MAX_ABS:  # also catches NaN
         return _dense_exact(xt, yt, t)
-    x32 = xt.T.astype(np.float32) if x32 is None else x32
-    y32 = yt.T.astype(np.float32) if y32 is None else y32
+    x32 = xt.astype(np.float32).T if x32 is None else x32
+    y32 = yt.astype(np.float32).T if y32 is None else y32
     approx = float32_correlation_cost(x32, y32, t, chunk)
     slope, constant = float32_bound_terms(t, xt.shape[1], chunk)
     stats = RepairStats()
