@@ -285,3 +285,18 @@ def test_float32_fit_path_is_bit_identical_at_any_scale(t, n, seed, exponents, o
     assert np.array_equal(z, reference.T)
     assert np.array_equal(z32, reference.T.astype(np.float32))
     np.testing.assert_allclose(squares, (reference**2).sum(0), rtol=1e-12, atol=0)
+
+
+def test_exact_entries_do_not_depend_on_blas_threads(rng):
+    """The exact costs are the same bits whatever BLAS's thread count (a threaded ddot sums
+    in another order), and equal the float64 cost to round-off."""
+    from threadpoolctl import threadpool_limits
+
+    t = 40_000  # above OpenBLAS's threading threshold for dot products
+    xt, yt = rng.standard_normal((3, t)), rng.standard_normal((4, t))
+    rows, cols = np.divmod(np.arange(12), 4)
+    values = exact_correlation_entries(xt, yt, rows, cols)
+    with threadpool_limits(limits=1, user_api="blas"):
+        single = exact_correlation_entries(xt, yt, rows, cols)
+    assert np.array_equal(values, single)
+    np.testing.assert_allclose(values.reshape(3, 4), 1 - xt @ yt.T / t, rtol=0, atol=1e-15)
