@@ -287,16 +287,35 @@ def test_float32_fit_path_is_bit_identical_at_any_scale(t, n, seed, exponents, o
     np.testing.assert_allclose(squares, (reference**2).sum(0), rtol=1e-12, atol=0)
 
 
-def test_exact_entries_do_not_depend_on_blas_threads(rng):
+@pytest.mark.parametrize("t", [700, 40_000])  # gathered blocks; one by one
+def test_exact_entries_do_not_depend_on_blas_threads(rng, t):
     """The exact costs are the same bits whatever BLAS's thread count (a threaded ddot sums
-    in another order), and equal the float64 cost to round-off."""
+    in another order; 40,000 stimuli is above OpenBLAS's threshold) and whatever the order
+    of the entries, and equal the float64 cost to round-off."""
     from threadpoolctl import threadpool_limits
 
-    t = 40_000  # above OpenBLAS's threading threshold for dot products
-    xt, yt = rng.standard_normal((3, t)), rng.standard_normal((4, t))
-    rows, cols = np.divmod(np.arange(12), 4)
+    xt, yt = rng.standard_normal((30, t)), rng.standard_normal((40, t))
+    rows, cols = np.divmod(np.arange(1200), 40)
     values = exact_correlation_entries(xt, yt, rows, cols)
     with threadpool_limits(limits=1, user_api="blas"):
         single = exact_correlation_entries(xt, yt, rows, cols)
     assert np.array_equal(values, single)
-    np.testing.assert_allclose(values.reshape(3, 4), 1 - xt @ yt.T / t, rtol=0, atol=1e-15)
+    order = rng.permutation(rows.size)
+    assert np.array_equal(exact_correlation_entries(xt, yt, rows[order], cols[order]), values[order])
+    np.testing.assert_allclose(values.reshape(30, 40), 1 - xt @ yt.T / t, rtol=0, atol=1e-15)
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.integers(1, 300), cols=st.integers(1, 300), order=st.sampled_from(["C", "F", "slice"]),
+       to64=st.booleans())
+def test_transposed_copy_equals_the_transpose(rows, cols, order, to64):
+    """transposed_copy (tile by tile) is a.T, C-contiguous, for C- and F-ordered arrays and
+    for slices of columns, with or without a cast to float64."""
+    from motalign.solvers.exact import transposed_copy
+
+    base = np.arange(rows * (cols + 7), dtype=np.float32).reshape(rows, cols + 7) / 7
+    a = {"C": np.ascontiguousarray(base[:, :cols]), "F": np.asfortranarray(base[:, :cols]),
+         "slice": base[:, 3:3 + cols]}[order]
+    out = transposed_copy(a, np.float64 if to64 else None)
+    assert out.flags.c_contiguous and out.dtype == (np.float64 if to64 else np.float32)
+    assert np.array_equal(out, a.T)
