@@ -88,7 +88,11 @@ def finished_outputs(workdir):
     for path in (workdir / "results").rglob("*"):
         key = path.relative_to(workdir)
         if record(workdir, "metadata", key).exists() and not record(workdir, "incomplete", key).exists():
-            outputs[key] = (path.stat().st_ino, path.stat().st_mtime_ns)
+            try:
+                stat = path.stat()
+            except FileNotFoundError:  # a job's temporary file, renamed while we walked
+                continue
+            outputs[key] = (stat.st_ino, stat.st_mtime_ns)
     return outputs
 
 
