@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..preprocessing import _MAX_STEP, LayerStats, PrecisionError, check_precision, power_of_two_scale
+from ..preprocessing import _MAX_STEP, LayerStats, PrecisionError, _column_range, check_precision, power_of_two_scale
 from ..solvers.exact import transposed_copy
 from ..solvers.repair import FLOAT32_MAX_ABS, row_norms
 
@@ -28,10 +28,12 @@ class _Blocks:
     """Blocks of ``_FUSED_ROWS`` stimuli of a layer, scaled as :func:`scaled_columns` does
     (same operations) into one reused buffer whose row 0 holds a running sum: NumPy's
     ``add.reduce(axis=0)`` on a C-ordered array adds the rows in order, so reducing
-    ``[sum, block]`` continues the sum of the whole array bit for bit."""
+    ``[sum, block]`` continues the sum of the whole array bit for bit.  With ``shift=None``
+    and an ``offset`` (one value per unit), each block is ``layer - offset`` instead, in
+    one operation."""
 
-    def __init__(self, layer, shift):
-        self.layer, self.t = layer, layer.shape[0]
+    def __init__(self, layer, shift, offset=None):
+        self.layer, self.t, self.offset = layer, layer.shape[0], offset
         self.buffer = np.empty((_FUSED_ROWS + 1, layer.shape[1]))
         if shift is None:
             self.factor = self.extra = None
@@ -45,7 +47,9 @@ class _Blocks:
         for start in range(0, self.t, _FUSED_ROWS):
             stop = min(start + _FUSED_ROWS, self.t)
             block = self.buffer[1:stop - start + 1]
-            if self.factor is None:
+            if self.factor is None and self.offset is not None:
+                np.subtract(self.layer[start:stop], self.offset, out=block)
+            elif self.factor is None:
                 block[...] = self.layer[start:stop]
             else:
                 np.multiply(self.layer[start:stop], self.factor, out=block)
@@ -76,9 +80,7 @@ def fused_unit_major(layer: np.ndarray, stats: LayerStats | None, float32: bool 
         return _fit_float32(layer, float32)
     t, n = layer.shape
     if stats is None:
-        high, low = layer.max(axis=0), layer.min(axis=0)
-        constant = high == low
-        max_abs = np.maximum(np.abs(high), np.abs(low)).astype(np.float64)
+        constant, max_abs = _column_range(layer)
         check_precision(max_abs, layer.dtype, "layer")
         shift = power_of_two_scale(max_abs)
         blocks, total = _Blocks(layer, shift), None
@@ -114,26 +116,15 @@ def _fit_float32(layer: np.ndarray, float32: bool):
     ``sqrt(f**2 a) = f sqrt(a)``), so the scaled computation is this one times ``f``, each
     rounding included, and ``(f d) (inv / f) = d inv`` gives the same z-scores."""
     t, n = layer.shape
-    high, low = layer.max(axis=0), layer.min(axis=0)
-    constant = high == low
-    max_abs = np.maximum(np.abs(high), np.abs(low)).astype(np.float64)
+    constant, max_abs = _column_range(layer)
     check_precision(max_abs, layer.dtype, "layer")
     shift = power_of_two_scale(max_abs)
     mean = np.add.reduce(layer, axis=0, dtype=np.float64) / t  # sequential over the rows
     z = np.empty((n, t))
-    buffer = np.empty((_FUSED_ROWS + 1, n))  # row 0: running sum (see _Blocks.add)
-    total = None
-    for start in range(0, t, _FUSED_ROWS):
-        stop = min(start + _FUSED_ROWS, t)
-        block = buffer[1:stop - start + 1]
-        np.subtract(layer[start:stop], mean, out=block)
+    blocks, total = _Blocks(layer, None, offset=mean), None
+    for start, stop, block in blocks:  # block = layer - mean
         z[:, start:stop] = block.T
-        np.multiply(block, block, out=block)
-        if total is None:
-            total = np.add.reduce(block, axis=0)
-        else:
-            buffer[0] = total
-            total = np.add.reduce(buffer[:stop - start + 1], axis=0)
+        total = blocks.add(total, np.multiply(block, block, out=block))
     std = np.sqrt(total / t)
     inv_scale = np.zeros_like(std)
     np.divide(1.0, std, out=inv_scale, where=~constant)

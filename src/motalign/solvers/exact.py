@@ -159,6 +159,18 @@ def transposed_copy(a: np.ndarray, dtype=None) -> np.ndarray:
     return out
 
 
+def gathered_row_dots(xt: np.ndarray, yt: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                      entries_per_block: int) -> np.ndarray:
+    """``xt[rows[k]] . yt[cols[k]]`` for every k, on gathered blocks of rows holding about
+    ``entries_per_block`` floats of each side (NumPy's ``einsum``: no BLAS threads)."""
+    out = np.empty(len(rows))
+    step = max(1, entries_per_block // max(xt.shape[1], 1))
+    for start in range(0, out.size, step):
+        stop = start + step
+        out[start:stop] = np.einsum("ij,ij->i", xt[rows[start:stop]], yt[cols[start:stop]])
+    return out
+
+
 class DenseCost:
     """Cost oracle of a cost matrix held in memory (what :func:`exact_ot` solves).
 
@@ -231,11 +243,7 @@ class CorrelationCost:
 
     def entries(self, keys):
         rows, cols = np.divmod(np.asarray(keys, dtype=np.int64), self.shape[1])
-        out = np.empty(rows.size)
-        step = max(1, ON_DEMAND_BLOCK_ENTRIES // (2 * self._xt.shape[1]))
-        for start in range(0, rows.size, step):
-            stop = start + step
-            out[start:stop] = np.einsum("ij,ij->i", self._xt[rows[start:stop]], self._yt[cols[start:stop]])
+        out = gathered_row_dots(self._xt, self._yt, rows, cols, ON_DEMAND_BLOCK_ENTRIES // 2)
         out *= self._scale
         out += 1.0
         return out

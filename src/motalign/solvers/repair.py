@@ -73,6 +73,7 @@ from .exact import (
     column_generation,
     correlation_cost,
     exact_ot,
+    gathered_row_dots,
     sparse_network_simplex,
 )
 
@@ -154,17 +155,14 @@ def exact_correlation_entries(xt: np.ndarray, yt: np.ndarray, rows: np.ndarray, 
     """The float64 costs ``1 - xt[i] . yt[j] / T`` of the entries (rows, cols): dot products
     of contiguous rows of the unit-major z-scores (``xt`` n x T, ``yt`` m x T)."""
     t = xt.shape[1]
-    out = np.empty(rows.size)
-    einsum = np.einsum
     # NumPy's own loop, not BLAS's ddot, which OpenBLAS spreads over its threads from about
     # 10,000 stimuli: a different sum per thread count, and about 250x slower when the cores
     # are busy (7.7 ms per entry)
     if t <= _GATHER_MAX_STIMULI:  # short rows: gathered in blocks, no Python per entry
-        step = max(1, _GATHER_BYTES // (16 * max(t, 1)))
-        for start in range(0, rows.size, step):
-            stop = start + step
-            out[start:stop] = einsum("ij,ij->i", xt[rows[start:stop]], yt[cols[start:stop]])
+        out = gathered_row_dots(xt, yt, rows, cols, _GATHER_BYTES // 16)
     else:  # long rows: read in place, no gathered copies
+        out = np.empty(rows.size)
+        einsum = np.einsum
         for index, (i, j) in enumerate(zip(rows.tolist(), cols.tolist())):
             out[index] = einsum("i,i->", xt[i], yt[j])
     out *= -1.0 / (t if n_stimuli is None else n_stimuli)
